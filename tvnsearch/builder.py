@@ -20,10 +20,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tvnsearch.genome import Genome
+from tvnsearch.genome import Genome, describe_block
 from tvnsearch.layers import (
-    ACTIVATIONS, ContextGate, Head, NonLocal, Pointwise, Residual, SpatialConv, SpatialPool,
-    SqueezeExcite, TemporalConv, TemporalPool,
+    ACTIVATIONS,
+    ContextGate,
+    Head,
+    NonLocal,
+    Pointwise,
+    Residual,
+    SpatialConv,
+    SpatialPool,
+    SqueezeExcite,
+    TemporalConv,
+    TemporalPool,
 )
 from tvnsearch.plan import POOLS, InstancePlan, OpPlan, Shape, plan_network
 
@@ -81,8 +90,9 @@ def _build_instance(p: InstancePlan) -> nn.Module:
         c = p.project_out
     shortcut = None
     if p.residual_stride is not None:
-        shortcut = nn.Sequential(*_conv_bn(Pointwise(p.in_shape[0], c,
-                                                     stride=p.residual_stride), c, None))
+        shortcut = nn.Sequential(
+            *_conv_bn(Pointwise(p.in_shape[0], c, stride=p.residual_stride), c, None)
+        )
     instance = Residual(nn.Sequential(*body), shortcut, ACTIVATIONS[p.act]())
     if not p.non_local_width:
         return instance
@@ -99,9 +109,9 @@ def _spatial(op: OpPlan, c: int) -> list[nn.Module]:
     if op.type in POOLS:
         return [SpatialPool(op.type, op.kernel, op.stride)]
     groups = op.width if op.type == "depth" else 1
-    return (_conv_bn(Pointwise(c, op.width), op.width, op.act)
-            + _conv_bn(SpatialConv(op.width, op.width, op.kernel, op.stride, groups=groups),
-                       op.width, op.act))
+    return _conv_bn(Pointwise(c, op.width), op.width, op.act) + _conv_bn(
+        SpatialConv(op.width, op.width, op.kernel, op.stride, groups=groups), op.width, op.act
+    )
 
 
 def _temporal(op: OpPlan, c: int) -> list[nn.Module]:
@@ -111,16 +121,15 @@ def _temporal(op: OpPlan, c: int) -> list[nn.Module]:
 
 
 def _init_weights(model: TVN) -> None:
+    if model.head.fc.weight.is_meta:  # shapes only: initialising is slow there and meaningless
+        return
     for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Conv3d) and m.weight.device.type != "meta":
+        if isinstance(m, nn.Conv2d | nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, NonLocal) and m.norm.weight.device.type != "meta":
-            nn.init.zeros_(m.norm.weight)
-    if model.head.fc.weight.device.type != "meta":
-        nn.init.normal_(model.head.fc.weight, std=0.01)
-        nn.init.zeros_(model.head.fc.bias)
+    nn.init.normal_(model.head.fc.weight, std=0.01)
+    nn.init.zeros_(model.head.fc.bias)
 
 
 @dataclass(frozen=True)
@@ -161,11 +170,19 @@ def summarize(genome: Genome, num_classes: int) -> NetworkSummary:
     blocks = []
     for i, block in enumerate(model.blocks):
         x, flops = _forward_counting(block, x)
-        blocks.append(BlockSummary(i, describe_block(genome, i), tuple(x.shape[1:]),
-                                   count_params(block), flops))
+        blocks.append(
+            BlockSummary(
+                i, describe_block(genome.blocks[i]), tuple(x.shape[1:]), count_params(block), flops
+            )
+        )
     _, head_flops = _forward_counting(model.head, x)
-    return NetworkSummary((3, genome.num_frames, genome.resolution, genome.resolution),
-                          num_classes, tuple(blocks), count_params(model.head), head_flops)
+    return NetworkSummary(
+        (3, genome.num_frames, genome.resolution, genome.resolution),
+        num_classes,
+        tuple(blocks),
+        count_params(model.head),
+        head_flops,
+    )
 
 
 def _forward_counting(module: nn.Module, x: Tensor) -> tuple[Tensor, int]:
@@ -173,18 +190,3 @@ def _forward_counting(module: nn.Module, x: Tensor) -> tuple[Tensor, int]:
     with counter, torch.inference_mode():
         y = module(x)
     return y, counter.get_total_flops()
-
-
-def describe_block(genome: Genome, index: int) -> str:
-    """A one-line description such as ``3x std3/2 + 1d3/1, 64x4, SE0.25, gate, skip``."""
-    b = genome.blocks[index]
-    parts = [f"{b.num_repeats}x {b.spatial_type}{b.spatial_kernel}/{b.spatial_stride}"
-             f" + {b.temporal_type}{b.temporal_kernel}/{b.temporal_stride}",
-             f"{b.num_filters}x{b.expansion}" + (" inv" if b.inverted_bottleneck else "")]
-    parts += [f"SE{b.squeeze_ratio:.2f}"] if b.squeeze_ratio > 0 else []
-    parts += ["gate"] if b.context_gate else []
-    parts += [f"NL{b.non_local_width}"] if b.non_local_width else []
-    parts += ["skip"] if b.skip else []
-    acts = {b.spatial_act, b.temporal_act, b.act}
-    parts += [] if acts == {"relu"} else [f"{b.spatial_act}/{b.temporal_act}/{b.act}"]
-    return ", ".join(parts)

@@ -7,14 +7,17 @@ import json
 import random
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from tvnsearch.builder import NetworkSummary, describe_block, summarize
 from tvnsearch.errors import InputError
 from tvnsearch.files import atomic_write_text
-from tvnsearch.genome import Genome, load_genome
+from tvnsearch.genome import Genome, describe_block, load_genome
 from tvnsearch.plan import plan_network
 from tvnsearch.space import Report, load_space
 from tvnsearch.tvn_format import fits_tvn_format
+
+if TYPE_CHECKING:
+    from tvnsearch.builder import NetworkSummary
 
 
 def _positive_int(text: str) -> int:
@@ -28,13 +31,18 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvnsearch", description="Evolutionary architecture "
-                                     "search for tiny video networks.")
+    parser = argparse.ArgumentParser(
+        prog="tvnsearch", description="Evolutionary architecture search for tiny video networks."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="a network's blocks, output shapes, parameters, FLOPs")
     show.add_argument("genome", help="genome JSON (native or the published TVN format)")
-    show.add_argument("--num-classes", type=_positive_int, default=400,
-                      help="classifier width (default: 400, as Kinetics-400)")
+    show.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        default=400,
+        help="classifier width (default: 400, as Kinetics-400)",
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=cmd_show)
     sample = sub.add_parser("sample", help="a random valid genome from a search space")
@@ -66,6 +74,8 @@ def run() -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from tvnsearch.builder import summarize  # torch loads only for the commands that need it
+
     genome = load_genome(args.genome)
     summary = summarize(genome, args.num_classes)
     dead = plan_network(genome).dead_genes
@@ -84,9 +94,16 @@ def _summary_dict(genome: Genome, s: NetworkSummary, dead: Sequence) -> dict:
         "num_classes": s.num_classes,
         "params": s.params,
         "flops": s.flops,
-        "blocks": [{"index": b.index, "description": b.description,
-                    "output_shape": list(b.output_shape), "params": b.params, "flops": b.flops}
-                   for b in s.blocks],
+        "blocks": [
+            {
+                "index": b.index,
+                "description": b.description,
+                "output_shape": list(b.output_shape),
+                "params": b.params,
+                "flops": b.flops,
+            }
+            for b in s.blocks
+        ],
         "head": {"params": s.head_params, "flops": s.head_flops},
         "dead_genes": [{"field": d.field, "reason": d.reason} for d in dead],
         "fits_tvn_format": fits_tvn_format(genome),
@@ -95,14 +112,20 @@ def _summary_dict(genome: Genome, s: NetworkSummary, dead: Sequence) -> dict:
 
 def _summary_text(genome: Genome, s: NetworkSummary, dead: Sequence) -> str:
     c, t, h, w = s.input_shape
-    lines = [f"genome {genome.id}: clip {c}x{t}x{h}x{w} (C x T x H x W), frame stride "
-             f"{genome.frame_stride}, pipelining depth {genome.pipeline_depth}",
-             f"{'#':>2}  {'block':<52} {'output [C,T,H,W]':<20} {'params':>13} {'GFLOPs':>9}"]
+    lines = [
+        f"genome {genome.id}: clip {c}x{t}x{h}x{w} (C x T x H x W), frame stride "
+        f"{genome.frame_stride}, pipelining depth {genome.pipeline_depth}",
+        f"{'#':>2}  {'block':<52} {'output [C,T,H,W]':<20} {'params':>13} {'GFLOPs':>9}",
+    ]
     for b in s.blocks:
-        lines.append(f"{b.index:>2}  {b.description:<52} {str(list(b.output_shape)):<20} "
-                     f"{b.params:>13,} {b.flops / 1e9:>9.3f}")
-    lines.append(f"{'':>2}  {f'head ({s.num_classes} classes)':<52} {str([s.num_classes]):<20} "
-                 f"{s.head_params:>13,} {s.head_flops / 1e9:>9.3f}")
+        lines.append(
+            f"{b.index:>2}  {b.description:<52} {list(b.output_shape)!s:<20} "
+            f"{b.params:>13,} {b.flops / 1e9:>9.3f}"
+        )
+    lines.append(
+        f"{'':>2}  {f'head ({s.num_classes} classes)':<52} {[s.num_classes]!s:<20} "
+        f"{s.head_params:>13,} {s.head_flops / 1e9:>9.3f}"
+    )
     lines.append(f"{'':>2}  {'total':<52} {'':<20} {s.params:>13,} {s.flops / 1e9:>9.3f}")
     lines += ["dead genes (they cannot change this network):"] if dead else []
     lines += [f"  {d.field}: {d.reason}" for d in dead]
@@ -117,11 +140,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.json:
         print(genome.to_json())
         return 0
-    print(f"genome {genome.id} from space {space.name!r} (seed {args.seed}): clip "
-          f"{genome.num_frames} frames of {genome.resolution}x{genome.resolution}, frame stride "
-          f"{genome.frame_stride}, pipelining depth {genome.pipeline_depth}")
+    print(
+        f"genome {genome.id} from space {space.name!r} (seed {args.seed}): clip "
+        f"{genome.num_frames} frames of {genome.resolution}x{genome.resolution}, frame stride "
+        f"{genome.frame_stride}, pipelining depth {genome.pipeline_depth}"
+    )
     for i in range(len(genome.blocks)):
-        print(f"  block {i}: {describe_block(genome, i)}")
+        print(f"  block {i}: {describe_block(genome.blocks[i])}")
     return 0
 
 
@@ -140,8 +165,9 @@ def _report_dict(genome: Genome, report: Report) -> dict:
     return {
         "id": genome.id,
         "valid": report.valid,
-        "errors": [{"field": e.field, "value": e.value, "message": e.message}
-                   for e in report.errors],
+        "errors": [
+            {"field": e.field, "value": e.value, "message": e.message} for e in report.errors
+        ],
         "dead_genes": [{"field": d.field, "reason": d.reason} for d in report.dead_genes],
     }
 

@@ -16,13 +16,15 @@ def read_json(path: str | Path) -> Any:
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}") \
-            from None
+        raise InputError(
+            str(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(str(path), f"not valid JSON: {exc.msg} (line {exc.lineno}, "
-                                    f"column {exc.colno})") from None
+        raise InputError(
+            str(path), f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -62,7 +62,8 @@ class Genome:
     blocks: tuple[Block, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **dataclasses.asdict(self)}
+        data = dataclasses.asdict(self)
+        return {"schema": SCHEMA, **data, "blocks": list(data["blocks"])}
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
@@ -75,6 +76,22 @@ class Genome:
     def id(self) -> str:
         """16 hex digits of the SHA-256 of the canonical JSON: equal across processes and hosts."""
         return hashlib.sha256(self.canonical_json.encode()).hexdigest()[:16]
+
+
+def describe_block(b: Block) -> str:
+    """A one-line description such as ``3x std3/2 + 1d3/1, 64x4, SE0.25, gate, skip``."""
+    parts = [
+        f"{b.num_repeats}x {b.spatial_type}{b.spatial_kernel}/{b.spatial_stride}"
+        f" + {b.temporal_type}{b.temporal_kernel}/{b.temporal_stride}",
+        f"{b.num_filters}x{b.expansion}" + (" inv" if b.inverted_bottleneck else ""),
+    ]
+    parts += [f"SE{b.squeeze_ratio:.2f}"] if b.squeeze_ratio > 0 else []
+    parts += ["gate"] if b.context_gate else []
+    parts += [f"NL{b.non_local_width}"] if b.non_local_width else []
+    parts += ["skip"] if b.skip else []
+    acts = {b.spatial_act, b.temporal_act, b.act}
+    parts += [] if acts == {"relu"} else [f"{b.spatial_act}/{b.temporal_act}/{b.act}"]
+    return ", ".join(parts)
 
 
 GENOME_FIELDS = {f.name: f.type for f in dataclasses.fields(Genome) if f.name != "blocks"}
@@ -122,13 +139,20 @@ def check_value(field: str, kind: str, value: Any) -> str | None:
     return None
 
 
-def _check_record(data: Any, spec: dict[str, str], prefix: str,
-                  also_allowed: tuple[str, ...] = ()) -> list[Problem]:
+def _check_record(
+    data: Any, spec: dict[str, str], prefix: str, also_allowed: tuple[str, ...] = ()
+) -> list[Problem]:
     if not isinstance(data, dict):
-        return [Problem(prefix.rstrip(".") or "genome", f"must be an object, but got "
-                        f"{type(data).__name__}")]
-    problems = [Problem(f"{prefix}{key}", "unknown key") for key in data
-                if key not in spec and key not in also_allowed]
+        return [
+            Problem(
+                prefix.rstrip(".") or "genome", f"must be an object, but got {type(data).__name__}"
+            )
+        ]
+    problems = [
+        Problem(f"{prefix}{key}", "unknown key")
+        for key in data
+        if key not in spec and key not in also_allowed
+    ]
     for name, kind in spec.items():
         if name not in data:
             problems.append(Problem(f"{prefix}{name}", "missing"))
@@ -142,8 +166,9 @@ def genome_from_dict(data: Any, *, source: str = "genome") -> Genome:
     if not isinstance(data, dict):
         raise InputError(source, f"a genome must be a JSON object, but got {type(data).__name__}")
     if data.get("schema") != SCHEMA:
-        raise InputError(source, [Problem("schema", f"must be {SCHEMA!r}, but got "
-                                          f"{data.get('schema')!r}")])
+        raise InputError(
+            source, [Problem("schema", f"must be {SCHEMA!r}, but got {data.get('schema')!r}")]
+        )
     body = {k: v for k, v in data.items() if k != "schema"}
     problems = _check_record(body, GENOME_FIELDS, "", also_allowed=("blocks",))
     blocks = body.get("blocks")
@@ -156,8 +181,10 @@ def genome_from_dict(data: Any, *, source: str = "genome") -> Genome:
         raise InputError(source, problems)
     return Genome(
         **{k: body[k] for k in GENOME_FIELDS},
-        blocks=tuple(Block(**{k: float(b[k]) if k == "squeeze_ratio" else b[k]
-                              for k in BLOCK_FIELDS}) for b in blocks),
+        blocks=tuple(
+            Block(**{k: float(b[k]) if k == "squeeze_ratio" else b[k] for k in BLOCK_FIELDS})
+            for b in blocks
+        ),
     )
 
 

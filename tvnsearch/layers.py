@@ -38,12 +38,12 @@ def _unfold_frames(y: Tensor, batch: int) -> Tensor:
 class SpatialConv(nn.Module):
     """A k x k convolution applied to every frame (depthwise when ``groups == channels``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 *, groups: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, *, groups: int = 1
+    ) -> None:
         super().__init__()
         self.kernel, self.stride = kernel, stride
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, groups=groups,
-                              bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         y = _fold_frames(x)
@@ -62,8 +62,10 @@ class SpatialPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = _fold_frames(x)
-        pad = (*same_padding(y.shape[-1], self.kernel, self.stride),
-               *same_padding(y.shape[-2], self.kernel, self.stride))
+        pad = (
+            *same_padding(y.shape[-1], self.kernel, self.stride),
+            *same_padding(y.shape[-2], self.kernel, self.stride),
+        )
         y = _same_pool(y, self.mode, self.kernel, self.stride, pad)
         return _unfold_frames(y, x.shape[0])
 
@@ -93,13 +95,19 @@ class TemporalPool(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
         pad = (0, 0, *same_padding(t, self.kernel, self.stride))
-        y = _same_pool(x.reshape(b, c, t, h * w), self.mode, (self.kernel, 1),
-                       (self.stride, 1), pad)
+        y = _same_pool(
+            x.reshape(b, c, t, h * w), self.mode, (self.kernel, 1), (self.stride, 1), pad
+        )
         return y.reshape(b, c, y.shape[2], h, w)
 
 
-def _same_pool(x: Tensor, mode: str, kernel: int | tuple[int, int],
-               stride: int | tuple[int, int], pad: tuple[int, ...]) -> Tensor:
+def _same_pool(
+    x: Tensor,
+    mode: str,
+    kernel: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    pad: tuple[int, ...],
+) -> Tensor:
     if mode == "maxpool":
         return F.max_pool2d(F.pad(x, pad, value=float("-inf")), kernel, stride)
     pooled = F.avg_pool2d(F.pad(x, pad), kernel, stride)
@@ -112,8 +120,9 @@ def _same_pool(x: Tensor, mode: str, kernel: int | tuple[int, int],
 class Pointwise(nn.Module):
     """A 1x1x1 convolution (optionally with a spatial stride, i.e. subsampling first)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1,
-                 bias: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, stride: int = 1, bias: bool = False
+    ) -> None:
         super().__init__()
         self.stride = stride
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
@@ -163,14 +172,18 @@ class NonLocal(nn.Module):
         self.g = Pointwise(channels, bottleneck, bias=True)
         self.out = Pointwise(bottleneck, channels)
         self.norm = nn.BatchNorm3d(channels)
+        nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, t, h, w = x.shape
+
         def tokens(m: nn.Module) -> Tensor:
             return m(x).reshape(b, 1, -1, t * h * w).transpose(-1, -2)
+
         # scale=1: the embedded Gaussian has no 1/sqrt(d) temperature.
-        y = F.scaled_dot_product_attention(tokens(self.theta), tokens(self.phi),
-                                           tokens(self.g), scale=1.0)
+        y = F.scaled_dot_product_attention(
+            tokens(self.theta), tokens(self.phi), tokens(self.g), scale=1.0
+        )
         y = y.transpose(-1, -2).reshape(b, -1, t, h, w)
         return x + self.norm(self.out(y))
 

@@ -19,8 +19,9 @@ from tvnsearch.space import Domain, SearchSpace
 Operator = Callable[[Genome, SearchSpace, random.Random], tuple[Genome, str] | None]
 
 LAYER_TYPES = ("spatial_type", "temporal_type")
-LAYER_PARAMS = tuple(f.name for f in dataclasses.fields(Block)
-                     if f.name not in (*LAYER_TYPES, "num_repeats"))
+LAYER_PARAMS = tuple(
+    f.name for f in dataclasses.fields(Block) if f.name not in (*LAYER_TYPES, "num_repeats")
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def _mutate_genome_gene(name: str) -> Operator:
             return None
         child = dataclasses.replace(genome, **{name: value})
         return child, f"{name}: {getattr(genome, name)} -> {value}"
+
     return operator
 
 
@@ -62,8 +64,10 @@ def _mutate_block_gene(names: tuple[str, ...]) -> Operator:
             return None
         blocks = list(genome.blocks)
         blocks[i] = dataclasses.replace(blocks[i], **{name: value})
-        return dataclasses.replace(genome, blocks=tuple(blocks)), f"blocks[{i}].{name}: " \
-                                                                   f"{old} -> {value}"
+        return dataclasses.replace(
+            genome, blocks=tuple(blocks)
+        ), f"blocks[{i}].{name}: {old} -> {value}"
+
     return operator
 
 
@@ -79,7 +83,7 @@ def remove_block(genome: Genome, space: SearchSpace, rng: random.Random):
     if not space.genome["num_blocks"].contains(len(genome.blocks) - 1):
         return None
     i = rng.randrange(len(genome.blocks))
-    blocks = genome.blocks[:i] + genome.blocks[i + 1:]
+    blocks = genome.blocks[:i] + genome.blocks[i + 1 :]
     return dataclasses.replace(genome, blocks=blocks), f"remove block {i}"
 
 
@@ -96,8 +100,9 @@ OPERATORS: dict[str, Operator] = {
 }
 
 
-def mutate(genome: Genome, space: SearchSpace, rng: random.Random,
-           *, max_attempts: int = 200) -> Mutation:
+def mutate(
+    genome: Genome, space: SearchSpace, rng: random.Random, *, max_attempts: int = 200
+) -> Mutation:
     """Apply one randomly chosen operator; retried until the child is valid and new."""
     names = [n for n in OPERATORS if not (n in space.genome and space.is_fixed(n))]
     for _ in range(max_attempts):
@@ -108,5 +113,7 @@ def mutate(genome: Genome, space: SearchSpace, rng: random.Random,
         child, description = result
         if child != genome and not space.geometry_errors(child):
             return Mutation(child, name, description)
-    raise ValueError(f"no valid mutation of genome {genome.id} in space {space.name!r} "
-                     f"after {max_attempts} attempts")
+    raise ValueError(
+        f"no valid mutation of genome {genome.id} in space {space.name!r} "
+        f"after {max_attempts} attempts"
+    )

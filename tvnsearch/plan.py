@@ -101,14 +101,16 @@ def plan_instance(block: Block, b: int, r: int, in_shape: Shape) -> InstancePlan
     if block.spatial_kernel > 1:
         is_conv = block.spatial_type not in POOLS
         c = op_width if is_conv else c
-        spatial = OpPlan(block.spatial_type, block.spatial_kernel, spatial_stride, c,
-                         block.spatial_act)
+        spatial = OpPlan(
+            block.spatial_type, block.spatial_kernel, spatial_stride, c, block.spatial_act
+        )
         h, w = same_size(h, spatial_stride), same_size(w, spatial_stride)
     temporal = None
     if block.temporal_kernel > 1 and t > 1 and r % 2 == 0:
         c = op_width if block.temporal_type == "1d" else c
-        temporal = OpPlan(block.temporal_type, block.temporal_kernel, temporal_stride, c,
-                          block.temporal_act)
+        temporal = OpPlan(
+            block.temporal_type, block.temporal_kernel, temporal_stride, c, block.temporal_act
+        )
         t = same_size(t, temporal_stride)
     expand_out = expanded if block.expansion > 0 and not inverted else None
     c = expand_out or c
@@ -121,10 +123,20 @@ def plan_instance(block: Block, b: int, r: int, in_shape: Shape) -> InstancePlan
     if block.skip and t == in_shape[1]:
         residual = spatial_stride if (h, w) != in_shape[2:] else 1
     return InstancePlan(
-        block=b, repeat=r, in_shape=in_shape, expand_in=expand_in, spatial=spatial,
-        temporal=temporal, expand_out=expand_out, squeeze_width=squeeze,
-        context_gate=block.context_gate, project_out=project_out, residual_stride=residual,
-        act=block.act, non_local_width=block.non_local_width or None, out_shape=(c, t, h, w),
+        block=b,
+        repeat=r,
+        in_shape=in_shape,
+        expand_in=expand_in,
+        spatial=spatial,
+        temporal=temporal,
+        expand_out=expand_out,
+        squeeze_width=squeeze,
+        context_gate=block.context_gate,
+        project_out=project_out,
+        residual_stride=residual,
+        act=block.act,
+        non_local_width=block.non_local_width or None,
+        out_shape=(c, t, h, w),
     )
 
 
@@ -132,8 +144,10 @@ def _dead_genes(genome: Genome, instances: list[InstancePlan]) -> tuple[DeadGene
     dead = []
     for b, block in enumerate(genome.blocks):
         frames_in = next(p.in_shape[1] for p in instances if p.block == b)
-        dead += [DeadGene(f"blocks[{b}].{field}", why) for field, why in
-                 _dead_block_genes(block, frames_in)]
+        dead += [
+            DeadGene(f"blocks[{b}].{field}", why)
+            for field, why in _dead_block_genes(block, frames_in)
+        ]
     return tuple(dead)
 
 
@@ -146,8 +160,10 @@ def _dead_block_genes(block: Block, frames_in: int) -> list[tuple[str, str]]:
         dead.append(("spatial_act", "a pooling op has no activation"))
     if frames_in == 1:
         why = "the frame count is already 1, so no temporal op runs"
-        dead += [(f, why) for f in ("temporal_type", "temporal_kernel", "temporal_stride",
-                                    "temporal_act")]
+        dead += [
+            (f, why)
+            for f in ("temporal_type", "temporal_kernel", "temporal_stride", "temporal_act")
+        ]
     elif block.temporal_kernel == 1:
         why = "temporal kernel 1 skips the temporal op"
         dead += [(f, why) for f in ("temporal_type", "temporal_stride", "temporal_act")]
@@ -158,6 +174,9 @@ def _dead_block_genes(block: Block, frames_in: int) -> list[tuple[str, str]]:
 
 def count_non_local_positions(plan: NetworkPlan) -> int:
     """The largest T*H*W that a non-local layer attends over (its attention is N x N)."""
-    sizes = [p.out_shape[1] * p.out_shape[2] * p.out_shape[3]
-             for p in plan.instances if p.non_local_width]
+    sizes = [
+        p.out_shape[1] * p.out_shape[2] * p.out_shape[3]
+        for p in plan.instances
+        if p.non_local_width
+    ]
     return max(sizes, default=0)

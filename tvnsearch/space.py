@@ -61,8 +61,9 @@ class Range:
             x = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
         else:
             x = self.low + u * (self.high - self.low)
-        if self.is_float:
-            return round(min(x, math.nextafter(self.high, self.low)), 4)
+        if self.is_float:  # four decimals keep genomes readable, when they stay in range
+            short = math.floor(x * 1e4) / 1e4
+            return short if self.low <= short < self.high else x
         k = min(round((x - self.low) / self.step), (self.high - self.low) // self.step)
         return int(self.low + k * self.step)
 
@@ -73,12 +74,18 @@ class Range:
             return False
         if self.is_float:
             return self.low <= value < self.high
-        return (isinstance(value, int) and self.low <= value <= self.high
-                and (value - self.low) % self.step == 0)
+        return (
+            isinstance(value, int)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
 
     def describe(self) -> str:
-        text = (f"[{self.low}, {self.high})" if self.is_float else
-                f"{self.low}..{self.high}" + (f" step {self.step}" if self.step > 1 else ""))
+        text = (
+            f"[{self.low}, {self.high})"
+            if self.is_float
+            else f"{self.low}..{self.high}" + (f" step {self.step}" if self.step > 1 else "")
+        )
         return text + (f" or {self.off!r}" if self.off is not None else "")
 
 
@@ -130,16 +137,25 @@ class SearchSpace:
 
     def validate(self, genome: Genome) -> Report:
         """Every gene outside its domain, impossible geometry, and the dead genes."""
-        errors = [Violation(k, getattr(genome, k), f"must be {d.describe()}")
-                  for k, d in self.genome.items() if k != "num_blocks"
-                  and not d.contains(getattr(genome, k))]
+        errors = [
+            Violation(k, getattr(genome, k), f"must be {d.describe()}")
+            for k, d in self.genome.items()
+            if k != "num_blocks" and not d.contains(getattr(genome, k))
+        ]
         if not self.genome["num_blocks"].contains(len(genome.blocks)):
-            errors.append(Violation("blocks", len(genome.blocks), "the number of blocks must be "
-                                    f"{self.genome['num_blocks'].describe()}"))
+            errors.append(
+                Violation(
+                    "blocks",
+                    len(genome.blocks),
+                    f"the number of blocks must be {self.genome['num_blocks'].describe()}",
+                )
+            )
         for i, block in enumerate(genome.blocks):
-            errors += [Violation(f"blocks[{i}].{k}", getattr(block, k), f"must be "
-                                 f"{d.describe()}") for k, d in self.block.items()
-                       if not d.contains(getattr(block, k))]
+            errors += [
+                Violation(f"blocks[{i}].{k}", getattr(block, k), f"must be {d.describe()}")
+                for k, d in self.block.items()
+                if not d.contains(getattr(block, k))
+            ]
         errors += self.geometry_errors(genome)
         return Report(tuple(errors), plan_network(genome).dead_genes)
 
@@ -151,10 +167,14 @@ class SearchSpace:
                 errors.append(Violation(f"blocks[{p.block}]", p.out_shape, "a size reaches 0"))
             positions = p.out_shape[1] * p.out_shape[2] * p.out_shape[3]
             if p.non_local_width and positions > self.max_non_local_positions:
-                errors.append(Violation(
-                    f"blocks[{p.block}].non_local_width", p.non_local_width,
-                    f"attends over T*H*W = {positions} positions, more than this space's "
-                    f"max_non_local_positions = {self.max_non_local_positions}"))
+                errors.append(
+                    Violation(
+                        f"blocks[{p.block}].non_local_width",
+                        p.non_local_width,
+                        f"attends over T*H*W = {positions} positions, more than this space's "
+                        f"max_non_local_positions = {self.max_non_local_positions}",
+                    )
+                )
         return errors
 
     def is_fixed(self, name: str) -> bool:
@@ -175,23 +195,33 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def space_from_dict(data: dict[str, Any], *, source: str = "space") -> SearchSpace:
-    problems = [Problem(k, "unknown key") for k in data
-                if k not in ("name", "description", "genome", "block", "max_non_local_positions")]
+    problems = [
+        Problem(k, "unknown key")
+        for k in data
+        if k not in ("name", "description", "genome", "block", "max_non_local_positions")
+    ]
     genome_spec = {**GENOME_FIELDS, "num_blocks": "int"}
     genome_domains = _read_table(data, "genome", genome_spec, problems)
     block_domains = _read_table(data, "block", BLOCK_FIELDS, problems)
     limit = data.get("max_non_local_positions", 4096)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        problems.append(Problem("max_non_local_positions", f"must be an integer >= 1, but got "
-                                f"{limit!r}"))
+        problems.append(
+            Problem("max_non_local_positions", f"must be an integer >= 1, but got {limit!r}")
+        )
     if problems:
         raise InputError(source, problems)
-    return SearchSpace(str(data.get("name", Path(source).stem)), str(data.get("description", "")),
-                       genome_domains, block_domains, limit)
+    return SearchSpace(
+        str(data.get("name", Path(source).stem)),
+        str(data.get("description", "")),
+        genome_domains,
+        block_domains,
+        limit,
+    )
 
 
-def _read_table(data: dict[str, Any], table: str, spec: dict[str, str],
-                problems: list[Problem]) -> dict[str, Domain]:
+def _read_table(
+    data: dict[str, Any], table: str, spec: dict[str, str], problems: list[Problem]
+) -> dict[str, Domain]:
     raw = data.get(table)
     if not isinstance(raw, dict):
         problems.append(Problem(f"[{table}]", "missing table"))

@@ -59,8 +59,11 @@ def from_tvn_dict(data: dict[str, Any], *, source: str = "tvn-json") -> Genome:
     if problems:
         raise InputError(source, problems)
     return Genome(
-        resolution=stream["image_size"], num_frames=stream["num_frames"],
-        frame_stride=stream["frame_stride"], pipeline_depth=0, blocks=tuple(blocks),
+        resolution=stream["image_size"],
+        num_frames=stream["num_frames"],
+        frame_stride=stream["frame_stride"],
+        pipeline_depth=0,
+        blocks=tuple(blocks),
     )
 
 
@@ -71,8 +74,10 @@ def _read_stream(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
         streams = data["input_streams"]
         if not isinstance(streams, list) or len(streams) != 1 or not isinstance(streams[0], dict):
             n = len(streams) if isinstance(streams, list) else streams
-            return {}, [*problems, Problem("input_streams", f"exactly one input stream is "
-                                           f"supported, but got {n!r}")]
+            return {}, [
+                *problems,
+                Problem("input_streams", f"exactly one input stream is supported, but got {n!r}"),
+            ]
         stream, prefix = streams[0], "input_streams[0]."
     else:
         stream, prefix = data, ""
@@ -93,8 +98,12 @@ def _check_chain(data: dict[str, Any], blocks: list[Any]) -> list[Problem]:
     for i, block in enumerate(blocks):
         inputs = block.get("inputs") if isinstance(block, dict) else None
         if inputs != [i]:
-            problems.append(Problem(f"blocks[{i}].inputs", f"only a chain is supported (block "
-                                    f"{i} reading input {i}), but got {inputs!r}"))
+            problems.append(
+                Problem(
+                    f"blocks[{i}].inputs",
+                    f"only a chain is supported (block {i} reading input {i}), but got {inputs!r}",
+                )
+            )
     return problems
 
 
@@ -131,23 +140,41 @@ def _convert(gene: str, convert: type, value: Any) -> tuple[Any, str | None]:
 
 def to_tvn_dict(genome: Genome) -> dict[str, Any]:
     """The genome in the published format; refuses genes the format cannot express."""
-    problems = [Problem("pipeline_depth", f"the published format has no pipelining depth, but "
-                        f"got {genome.pipeline_depth}")] if genome.pipeline_depth else []
+    problems = (
+        [
+            Problem(
+                "pipeline_depth",
+                f"the published format has no pipelining depth, but got {genome.pipeline_depth}",
+            )
+        ]
+        if genome.pipeline_depth
+        else []
+    )
     blocks = []
     for i, block in enumerate(genome.blocks):
-        out = {key: _publish(convert, getattr(block, gene))
-               for key, (gene, convert) in _BLOCK_KEYS.items()}
+        out = {
+            key: _publish(convert, getattr(block, gene))
+            for key, (gene, convert) in _BLOCK_KEYS.items()
+        }
         for key, (gene, convert, _) in _OPTIONAL_KEYS.items():
             value = getattr(block, gene)
             if convert is str and value not in _FORMAT_ACTS:
-                problems.append(Problem(f"blocks[{i}].{gene}", f"the published format has only "
-                                        f"{list(_FORMAT_ACTS)}, but got {value!r}"))
+                problems.append(
+                    Problem(
+                        f"blocks[{i}].{gene}",
+                        f"the published format has only {list(_FORMAT_ACTS)}, but got {value!r}",
+                    )
+                )
             out[key] = _publish(convert, value)
         blocks.append(out)
     if problems:
         raise InputError("tvn-json export", problems)
-    return {"image_size": genome.resolution, "num_frames": genome.num_frames,
-            "frame_stride": genome.frame_stride, "blocks": blocks}
+    return {
+        "image_size": genome.resolution,
+        "num_frames": genome.num_frames,
+        "frame_stride": genome.frame_stride,
+        "blocks": blocks,
+    }
 
 
 def _publish(convert: type, value: Any) -> Any:

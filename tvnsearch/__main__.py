@@ -1,0 +1,3 @@
+from tvnsearch.cli import run
+
+run()
