@@ -159,3 +159,16 @@ def test_any_seed_samples_a_valid_genome(seed: int, name: str) -> None:
     g = space.sample(random.Random(seed))
     assert space.validate(g).valid
     assert space.sample(random.Random(seed)) == g
+
+
+def test_integer_ranges_are_uniform_over_their_grid() -> None:
+    rng = random.Random(5)
+    for domain, values in (
+        (Range(1, 8), range(1, 9)),
+        (Range(32, 320, step=32), range(32, 321, 32)),
+    ):
+        counts = {v: 0 for v in values}
+        for _ in range(40_000):
+            counts[domain.sample(rng)] += 1
+        expected = 40_000 / len(counts)
+        assert all(abs(c - expected) < 0.1 * expected for c in counts.values()), counts

@@ -97,20 +97,20 @@ def describe_block(b: Block) -> str:
 GENOME_FIELDS = {f.name: f.type for f in dataclasses.fields(Genome) if f.name != "blocks"}
 BLOCK_FIELDS = {f.name: f.type for f in dataclasses.fields(Block)}
 
-# Structural limits that hold in every space: (low, high); None = unbounded.
-_LIMITS: dict[str, tuple[float, float | None]] = {
-    "resolution": (1, None),
-    "num_frames": (1, None),
-    "frame_stride": (1, None),
-    "pipeline_depth": (0, None),
-    "spatial_kernel": (1, None),
-    "spatial_stride": (1, None),
-    "temporal_kernel": (1, None),
-    "temporal_stride": (1, None),
-    "num_filters": (1, None),
-    "expansion": (0, None),
-    "non_local_width": (0, None),
-    "num_repeats": (1, None),
+# Structural minimums that hold in every space; a space sets the real ranges.
+_MINIMUM = {
+    "resolution": 1,
+    "num_frames": 1,
+    "frame_stride": 1,
+    "pipeline_depth": 0,
+    "spatial_kernel": 1,
+    "spatial_stride": 1,
+    "temporal_kernel": 1,
+    "temporal_stride": 1,
+    "num_filters": 1,
+    "expansion": 0,
+    "non_local_width": 0,
+    "num_repeats": 1,
 }
 _CHOICES = {
     "spatial_type": SPATIAL_TYPES,
@@ -133,9 +133,8 @@ def check_value(field: str, kind: str, value: Any) -> str | None:
         return None if ok else f"must be a number in [0, 1), but got {value!r}"
     if not isinstance(value, int) or isinstance(value, bool):
         return f"must be an integer, but got {value!r}"
-    low, high = _LIMITS[field]
-    if value < low or (high is not None and value > high):
-        return f"must be >= {low}, but got {value!r}"
+    if value < _MINIMUM[field]:
+        return f"must be >= {_MINIMUM[field]}, but got {value!r}"
     return None
 
 
@@ -173,7 +172,8 @@ def genome_from_dict(data: Any, *, source: str = "genome") -> Genome:
     problems = _check_record(body, GENOME_FIELDS, "", also_allowed=("blocks",))
     blocks = body.get("blocks")
     if not isinstance(blocks, list) or not blocks:
-        problems.append(Problem("blocks", f"must be a non-empty list, but got {blocks!r}"))
+        got = f"{len(blocks)} blocks" if isinstance(blocks, list) else type(blocks).__name__
+        problems.append(Problem("blocks", f"must be a non-empty list, but got {got}"))
         blocks = []
     for i, block in enumerate(blocks):
         problems += _check_record(block, BLOCK_FIELDS, f"blocks[{i}].")
@@ -190,7 +190,7 @@ def genome_from_dict(data: Any, *, source: str = "genome") -> Genome:
 
 def load_genome(path: str | Path) -> Genome:
     """Load a genome file: the native format, or the published TVN format (detected by keys)."""
-    from tvnsearch.tvn_format import from_tvn_dict, is_tvn_dict
+    from tvnsearch.tvn_format import from_tvn_dict, is_tvn_dict  # it imports this module
 
     data = read_json(path)
     if is_tvn_dict(data):

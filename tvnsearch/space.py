@@ -56,16 +56,21 @@ class Range:
     def sample(self, rng: random.Random) -> Value:
         if self.off is not None and rng.random() < self.p_off:
             return self.off
-        u = rng.random()
-        if self.log:
-            x = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        else:
-            x = self.low + u * (self.high - self.low)
         if self.is_float:  # four decimals keep genomes readable, when they stay in range
+            x = self._continuous(rng)
             short = math.floor(x * 1e4) / 1e4
             return short if self.low <= short < self.high else x
-        k = min(round((x - self.low) / self.step), (self.high - self.low) // self.step)
-        return int(self.low + k * self.step)
+        count = (self.high - self.low) // self.step + 1
+        if not self.log:
+            return self.low + self.step * rng.randrange(count)
+        k = round((self._continuous(rng) - self.low) / self.step)
+        return self.low + self.step * min(k, count - 1)
+
+    def _continuous(self, rng: random.Random) -> float:
+        u = rng.random()
+        if not self.log:
+            return self.low + u * (self.high - self.low)
+        return math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
 
     def contains(self, value: Value) -> bool:
         if self.off is not None and value == self.off and type(value) is type(self.off):
