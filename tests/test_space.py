@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvnsearch import InputError, build_model, load_space, published_genome
+from tvnsearch.genome import BLOCK_FIELDS, check_value
 from tvnsearch.space import Choice, Range, space_from_dict
 
 TINY_TOML = (SPACES_DIR / "tiny.toml").read_text()
@@ -172,3 +173,27 @@ def test_integer_ranges_are_uniform_over_their_grid() -> None:
             counts[domain.sample(rng)] += 1
         expected = 40_000 / len(counts)
         assert all(abs(c - expected) < 0.1 * expected for c in counts.values()), counts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    field=st.sampled_from(sorted(BLOCK_FIELDS)),
+    value=st.one_of(
+        st.integers(0, 3000),
+        st.booleans(),
+        st.floats(0, 0.999),
+        st.sampled_from(["std", "depth", "maxpool", "avgpool", "1d", "relu", "swish", "hswish"]),
+    ),
+)
+def test_validation_flags_a_gene_exactly_when_it_leaves_its_domain(seed, field, value) -> None:
+    space = load_space(SPACES_DIR / "tiny.toml")
+    g = space.sample(random.Random(seed))
+    if check_value(field, BLOCK_FIELDS[field], value) is not None:
+        return  # not a gene value at all: the JSON boundary refuses it before any space
+    i = seed % len(g.blocks)
+    block = dataclasses.replace(g.blocks[i], **{field: value})
+    changed = dataclasses.replace(g, blocks=(*g.blocks[:i], block, *g.blocks[i + 1 :]))
+    geometry = space.geometry_errors(changed)  # e.g. a valid non-local width on a large map
+    flagged = {e.field for e in space.validate(changed).errors if e not in geometry}
+    assert (f"blocks[{i}].{field}" in flagged) == (not space.block[field].contains(value))
