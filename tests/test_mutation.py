@@ -90,7 +90,9 @@ def test_a_space_with_nothing_to_mutate_says_so() -> None:
     data = tomllib.loads((SPACES_DIR / "tiny.toml").read_text())
     for table in ("genome", "block"):
         for key, value in data[table].items():
-            data[table][key] = value["low"] if isinstance(value, dict) else value[:1]
+            data[table][key] = (
+                value.get("off", value["low"]) if isinstance(value, dict) else value[:1]
+            )
     from tvnsearch.space import space_from_dict
 
     frozen = space_from_dict(data)

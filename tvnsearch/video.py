@@ -1,0 +1,132 @@
+"""Decoding one video file with PyAV into uint8 RGB frames ``(T, H, W, 3)``.
+
+Any container and codec that FFmpeg reads, any frame size. A variable-frame-rate video is put on
+a constant time grid (the nearest frame to each tick, at the video's mean rate), so that "every
+s-th frame" means the same time step everywhere in the video. A file that cannot be opened, has
+no video stream, decodes to no frame or fails while decoding raises ``InputError`` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from tvnsearch.errors import InputError
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv")
+
+
+def decode_video(
+    path: str | Path, *, short_side: int | None = None, max_frames: int | None = None
+) -> np.ndarray:
+    """All frames of ``path`` as uint8 ``(T, H, W, 3)``, in presentation order.
+
+    ``short_side`` shrinks frames so that their shorter side is at most that many pixels (never
+    enlarges); ``max_frames`` stops decoding early (the time grid is then that of the frames read).
+    """
+    try:
+        frames, times = _decode(Path(path), short_side, max_frames)
+    except (av.FFmpegError, OSError, EOFError) as exc:
+        raise InputError(str(path), f"cannot decode: {_reason(exc)}") from None
+    if not frames:
+        raise InputError(str(path), "no frame could be decoded")
+    return np.stack([frames[i] for i in constant_rate_order(times)])
+
+
+def encode_video(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    fps: int = 8,
+    codec: str = "mpeg4",
+    pix_fmt: str = "yuv420p",
+    times: Sequence[float] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> None:
+    """Write uint8 ``(T, H, W, 3)`` frames; the container follows the file's suffix.
+
+    ``times`` (seconds, increasing) gives every frame its own timestamp: variable frame rate.
+    """
+    tick = Fraction(1, 1000) if times is not None else Fraction(1, fps)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options=dict(options or {}))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        stream.codec_context.time_base = tick
+        stream.thread_count = 1  # one thread: the same frames always give the same bytes
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = round(times[i] / tick) if times is not None else i
+            frame.time_base = tick
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def _decode(
+    path: Path, short_side: int | None, max_frames: int | None
+) -> tuple[list[np.ndarray], list[float | None]]:
+    frames: list[np.ndarray] = []
+    times: list[float | None] = []
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise InputError(str(path), "no video stream")
+        size = None
+        for frame in container.decode(video=0):
+            # Some streams change size mid-way; the first frame fixes the size of them all.
+            size = size or output_size(frame.width, frame.height, short_side)
+            frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+            times.append(frame.time)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    return frames, times
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) with the shorter side shrunk to ``short_side``; aspect ratio kept."""
+    if short_side is None or min(width, height) <= short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def constant_rate_order(times: list[float | None]) -> list[int]:
+    """Which decoded frame to show at each tick of a constant rate with as many ticks as frames.
+
+    Constant-rate videos map to themselves; without usable timestamps, decode order is kept.
+    """
+    n = len(times)
+    if n < 3 or any(t is None for t in times):
+        return list(range(n))
+    stamps = np.asarray(times, dtype=np.float64)
+    if not np.all(np.diff(stamps) > 0):
+        return list(range(n))
+    ticks = np.linspace(stamps[0], stamps[-1], n)
+    after = np.clip(np.searchsorted(stamps, ticks), 1, n - 1)
+    nearer_before = ticks - stamps[after - 1] <= stamps[after] - ticks
+    return [int(i) for i in np.where(nearer_before, after - 1, after)]
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """Reads frames by decoding the file on every read: what the frame cache saves.
+
+    Decoding stops at the last frame asked for; ``lengths`` gives each video's frame count.
+    """
+
+    lengths: Mapping[Path, int]
+    short_side: int | None = None
+
+    def num_frames(self, path: Path) -> int:
+        return self.lengths[path]
+
+    def read(self, path: Path, indices: Sequence[int]) -> np.ndarray:
+        frames = decode_video(path, short_side=self.short_side, max_frames=max(indices) + 1)
+        return frames[[min(i, len(frames) - 1) for i in indices]]
