@@ -1,0 +1,68 @@
+"""What a runtime was measured on: runtimes mean something only next to this signature."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tvnsearch.errors import InputError, Problem
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DeviceSignature:
+    """The CPU model or GPU name, the intra-op thread count and the torch build."""
+
+    kind: str  # "cpu" or "cuda"
+    name: str
+    threads: int
+    torch_version: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}|{self.name}|threads={self.threads}|torch={self.torch_version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def device_signature(kind: str, threads: int) -> DeviceSignature:
+    import torch  # here, not at the top: records and gate decisions need no torch
+
+    name = torch.cuda.get_device_name() if kind == "cuda" else cpu_model()
+    return DeviceSignature(kind, name, threads, torch.__version__)
+
+
+@cache
+def cpu_model() -> str:
+    """The ``model name`` of /proc/cpuinfo on Linux; what ``platform`` knows elsewhere."""
+    with_cpuinfo = Path("/proc/cpuinfo")
+    if with_cpuinfo.exists():
+        for line in with_cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def check_device(kind: str, threads: int, *, source: str) -> None:
+    """Raise an ``InputError`` naming the field when this machine cannot measure on ``kind``."""
+    problems = []
+    if kind not in DEVICES:
+        problems.append(Problem("device", f"must be one of {list(DEVICES)}, but got {kind!r}"))
+    elif kind == "cuda" and not _cuda_available():
+        problems.append(Problem("device", "cuda was asked for, but no CUDA GPU is available"))
+    if threads < 1:
+        problems.append(Problem("threads", f"must be >= 1, but got {threads!r}"))
+    if problems:
+        raise InputError(source, problems)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

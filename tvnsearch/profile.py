@@ -1,0 +1,165 @@
+"""On-device runtime and peak memory of one genome, recorded with the device it was measured on.
+
+One clip (batch 1) at the genome's own input size, in inference mode, on a fixed number of CPU
+threads or on the GPU. A cold run, a short probe, the rest of the warm-up, then the timed runs: the
+median and the interquartile range of those are the figures. With ``stop_above_ms`` the probe
+decides early: when even its fastest run is slower than that, the measurement stops there.
+
+``measure`` never raises because of the genome: an error or an out-of-memory while building or
+running becomes a ``Profile`` with a ``FAILED`` or ``OUT_OF_MEMORY`` status and its reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from tvnsearch.cost import count_cost
+from tvnsearch.device import DeviceSignature, device_signature
+from tvnsearch.genome import Genome
+
+PROBE_RUNS = 2  # after the cold run: enough to see a clear violator, cheap for everyone else
+
+
+class Status(StrEnum):
+    MEASURED = "measured"
+    STOPPED_EARLY = "stopped_early"  # the probe alone was over ``stop_above_ms``
+    OUT_OF_MEMORY = "out_of_memory"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to measure; the defaults aim at medians that repeat within a few percent on an idle
+    core, in about 30 forward passes."""
+
+    device: str = "cpu"  # "cpu" or "cuda"
+    threads: int = 1  # one core: the most repeatable figure, and what the profiler reserves
+    warmup: int = 5  # the cold run and the probe included, so never fewer than 1 + PROBE_RUNS
+    runs: int = 25
+    seed: int = 0  # weights and clip; runtime barely depends on them, but repeats should not
+
+    def __post_init__(self) -> None:
+        assert self.device in ("cpu", "cuda"), self.device
+        assert self.threads >= 1 and self.runs >= 1 and self.warmup >= 1, self
+
+
+DEFAULT_SETTINGS = Settings()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One measurement; the median and spread are computed from ``runs_ms``, the timed runs."""
+
+    genome_id: str
+    num_classes: int
+    device: DeviceSignature
+    status: Status
+    params: int
+    flops: int
+    runs_ms: tuple[float, ...] = ()
+    peak_memory_mb: float | None = None
+    reason: str = ""
+    seconds: float = 0.0  # wall time of the whole measurement, building the model included
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.runs_ms) if self.runs_ms else None
+
+    @property
+    def iqr_ms(self) -> float | None:
+        if len(self.runs_ms) < 2:
+            return 0.0 if self.runs_ms else None
+        q1, _, q3 = statistics.quantiles(self.runs_ms, n=4, method="inclusive")
+        return q3 - q1
+
+    @property
+    def runs(self) -> int:
+        return len(self.runs_ms)
+
+    @property
+    def threads(self) -> int:
+        return self.device.threads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "genome_id": self.genome_id,
+            "num_classes": self.num_classes,
+            "status": str(self.status),
+            "median_ms": self.median_ms,
+            "iqr_ms": self.iqr_ms,
+            "runs": self.runs,
+            "threads": self.threads,
+            "peak_memory_mb": self.peak_memory_mb,
+            "params": self.params,
+            "flops": self.flops,
+            "reason": self.reason,
+            "seconds": self.seconds,
+            "runs_ms": list(self.runs_ms),
+            "device": self.device.to_dict(),
+        }
+
+
+def profile_from_dict(data: dict[str, Any]) -> Profile:
+    """The inverse of ``Profile.to_dict`` (derived figures are recomputed, not read)."""
+    return Profile(
+        genome_id=data["genome_id"],
+        num_classes=data["num_classes"],
+        device=DeviceSignature(**data["device"]),
+        status=Status(data["status"]),
+        params=data["params"],
+        flops=data["flops"],
+        runs_ms=tuple(data["runs_ms"]),
+        peak_memory_mb=data["peak_memory_mb"],
+        reason=data["reason"],
+        seconds=data["seconds"],
+    )
+
+
+def measure(
+    genome: Genome,
+    num_classes: int,
+    settings: Settings = DEFAULT_SETTINGS,
+    *,
+    stop_above_ms: float | None = None,
+) -> Profile:
+    """Runtime and peak memory of one clip; stops after the probe if over ``stop_above_ms``."""
+    from tvnsearch import timing  # torch loads here, in the process that measures
+
+    start = time.perf_counter()
+    cost = count_cost(genome, num_classes)
+    with timing.fixed_threads(settings.threads):
+        try:
+            fields = timing.time_genome(genome, num_classes, settings, cost, stop_above_ms)
+        except Exception as exc:  # any failure of a candidate is a result, never a crash
+            fields = timing.failure(exc, settings.device)
+    return Profile(
+        genome_id=genome.id,
+        num_classes=num_classes,
+        device=device_signature(settings.device, settings.threads),
+        params=cost.params,
+        flops=cost.flops,
+        seconds=time.perf_counter() - start,
+        **fields,
+    )
+
+
+def describe_profile(p: Profile) -> str:
+    """A few lines for people: the figures, or the reason there are none."""
+    d = p.device
+    lines = [
+        f"genome {p.genome_id} on {d.kind} ({d.name}), {d.threads} thread(s), "
+        f"torch {d.torch_version}"
+    ]
+    if p.status == Status.MEASURED:
+        lines += [
+            f"  runtime  {p.median_ms:.3f} ms per clip, median of {p.runs} runs "
+            f"(IQR {p.iqr_ms:.3f} ms, {100 * p.iqr_ms / p.median_ms:.1f}%)",
+            f"  memory   {p.peak_memory_mb:.1f} MiB peak (weights, clip and forward pass)",
+        ]
+    else:
+        lines.append(f"  {p.status}: {p.reason or f'{p.runs} runs'}")
+    return "\n".join([*lines, f"  params   {p.params:,}", f"  FLOPs    {p.flops / 1e9:.3f} G"])
