@@ -8,9 +8,11 @@
     profiler within 10 % of its idle figure.
 (3) Rejection cost: genomes 2x over a CPU budget, rejected by the gate's early exit, against a
     full measurement of the same genome. Target: median <= 20 %.
-(4) Predictor: fitted on measured random genomes, tested on held-out random genomes and on
-    one-gene mutations of the measured ones (what a search asks), beside the noise ceiling: how
-    often two measurements of the same genome agree within 10 %.
+(4) Predictors: the feature regression and the kernel lookup table, fitted on measured random
+    genomes, tested on held-out random genomes and on one-gene mutations of the measured ones
+    (what a search asks), beside the noise ceiling: how often two measurements of the same genome
+    agree within 10 %. Also what the table costs: kernels timed, and seconds, per set of genomes,
+    against the seconds that measuring those networks took.
 
 Sections 1, 3 and 4 run in this process, pinned to the profiler's core with one thread, as the
 profiler actor runs. Timings mean something only on an idle machine: the load average is recorded
@@ -45,9 +47,10 @@ from tvnsearch.device import cpu_model
 from tvnsearch.executors import start_profiler
 from tvnsearch.gate import Gate
 from tvnsearch.genome import Genome
+from tvnsearch.lookup_predictor import KernelTable, LookupPredictor
 from tvnsearch.mutation import mutate
-from tvnsearch.predictor import LatencyPredictor, accuracy
-from tvnsearch.profile import Settings, Status, measure
+from tvnsearch.predictor import Accuracy, LatencyPredictor, Predictor, accuracy
+from tvnsearch.profile import Profile, Settings, Status, measure
 from tvnsearch.profiler import Profiler
 from tvnsearch.space import SearchSpace, load_space
 
@@ -252,31 +255,84 @@ def predictor_accuracy(num_train: int, num_test: int, num_children: int, num_rep
     spaces = {n: load_space(SPACES / f"{n}.toml") for n in ("tiny", "tvn", "tvn_mobile")}
     train, test = _sample(spaces, num_train, rng), _sample(spaces, num_test, rng)
     children = {_child(g, spaces, rng): g for g in train[:num_children]}
-    # One shuffled queue: a drift in the machine's load touches every set alike.
-    queue = [*train, *test, *children, *(("again", g) for g in test[:num_repeat])]
-    rng.shuffle(queue)
-    ms = {job: _median_in_range(job[1] if isinstance(job, tuple) else job) for job in queue}
-    predictor = LatencyPredictor(min_fit_size=1)
-    for g in train:
-        if ms[g] is not None:
-            predictor.learn(g, NUM_CLASSES, ms[g], None)
-    repeated = [g for g in test[:num_repeat] if None not in (ms[g], ms["again", g])]
-    known_parents = [c for c, parent in children.items() if ms[parent] is not None]
-    results = {
-        "random": _accuracy_of(predictor, [(g, ms[g]) for g in test if ms[g] is not None]),
-        "children": _accuracy_of(predictor, [(c, ms[c]) for c in known_parents if ms[c]]),
-        "noise_ceiling": accuracy([ms["again", g] for g in repeated], [ms[g] for g in repeated]),
+    again = [("again", g) for g in test[:num_repeat]]
+    profiles = _measure_shuffled([*train, *test, *children, *again], rng)
+    ms = {job: _median_in_range(p) for job, p in profiles.items()}
+    sets = {
+        "train": [(g, ms[g]) for g in train if ms[g] is not None],
+        # Children before random genomes: the table's cost for them is what a search pays.
+        "children": [(c, ms[c]) for c, parent in children.items() if ms[parent] and ms[c]],
+        "random": [(g, ms[g]) for g in test if ms[g] is not None],
     }
-    for name, a in results.items():
+    table = KernelTable(QUICK)
+    predictors = {"regression": LatencyPredictor(min_fit_size=1), "lookup": LookupPredictor(table)}
+    results, cost = _evaluate(predictors, sets, table, profiles)
+    repeated = [g for g in test[:num_repeat] if None not in (ms[g], ms["again", g])]
+    ceiling = accuracy([ms["again", g] for g in repeated], [ms[g] for g in repeated])
+    _print_predictor_results(results, ceiling, cost)
+    return {
+        "num_train": len(sets["train"]),
+        **{name: {k: a.__dict__ for k, a in r.items()} for name, r in results.items()},
+        "noise_ceiling": ceiling.__dict__,
+        "lookup_table_cost": cost,
+    }
+
+
+def _measure_shuffled(jobs: list, rng: random.Random) -> dict:
+    # One shuffled queue: a drift in the machine's load touches every set alike.
+    queue = list(jobs)
+    rng.shuffle(queue)
+    return {j: measure(j[1] if isinstance(j, tuple) else j, NUM_CLASSES, QUICK) for j in queue}
+
+
+def _evaluate(
+    predictors: dict[str, Predictor],
+    sets: dict[str, list[tuple[Genome, float]]],
+    table: KernelTable,
+    profiles: dict,
+) -> tuple[dict[str, dict[str, Accuracy]], dict[str, dict]]:
+    """Every predictor learns "train" and predicts the other sets, in order; the table's cost
+    is counted per set."""
+    results: dict[str, dict[str, Accuracy]] = {name: {} for name in predictors}
+    cost = {}
+    for set_name, measured in sets.items():
+        before = (table.num_measurements, table.seconds)
+        for name, predictor in predictors.items():
+            if set_name == "train":
+                for g, runtime in measured:
+                    predictor.learn(g, NUM_CLASSES, runtime, None)
+            else:
+                results[name][set_name] = _accuracy_of(predictor, measured)
+        cost[set_name] = _table_cost(table, before, [profiles[g] for g, _ in measured])
+    return results, cost
+
+
+def _table_cost(table: KernelTable, before: tuple[int, float], profiles: list[Profile]) -> dict:
+    return {
+        "genomes": len(profiles),
+        "kernels_timed": table.num_measurements - before[0],
+        "kernel_seconds": round(table.seconds - before[1], 2),
+        "network_seconds": round(sum(p.seconds for p in profiles), 2),
+    }
+
+
+def _print_predictor_results(results: dict, ceiling: Accuracy, cost: dict) -> None:
+    rows = [(f"{name} {set_name}", a) for name, r in results.items() for set_name, a in r.items()]
+    for label, a in [*rows, ("noise ceiling", ceiling)]:
         print(
-            f"  {name:<14} {a.num_samples:>3} genomes   within 10 %: "
+            f"  {label:<20} {a.num_samples:>3} genomes   within 10 %: "
             f"{100 * a.within_tolerance:5.1f} %   median error {100 * a.median_error:5.1f} %"
             f"   worst predicted/measured x{a.worst_ratio:.2f}",
             flush=True,
         )
-    num_fitted = predictor.num_samples
-    print(f"  fitted on {num_fitted} genomes of 5-200 ms (target >= 90 % within 10 %)")
-    return {"num_train": num_fitted, **{k: a.__dict__ for k, a in results.items()}}
+    for set_name, c in cost.items():
+        print(
+            f"  lookup table, {set_name:<8} {c['genomes']:>3} genomes: {c['kernels_timed']:>4} "
+            f"kernels timed in {c['kernel_seconds']:6.2f} s "
+            f"(measuring the networks: {c['network_seconds']:6.2f} s)",
+            flush=True,
+        )
+    print("  5-200 ms genomes; target >= 90 % within 10 %")
 
 
 def _sample(spaces: dict[str, SearchSpace], num: int, rng: random.Random) -> list[Genome]:
@@ -294,16 +350,16 @@ def _child(parent: Genome, spaces: dict[str, SearchSpace], rng: random.Random) -
     return mutate(parent, space, rng).child
 
 
-def _median_in_range(genome: Genome) -> float | None:
+def _median_in_range(profile: Profile) -> float | None:
     """The median runtime, if within 5-200 ms: the range the targets are stated for."""
-    profile = measure(genome, NUM_CLASSES, QUICK)
     ok = profile.status == Status.MEASURED and 5 <= profile.median_ms <= 200
     return profile.median_ms if ok else None
 
 
-def _accuracy_of(predictor: LatencyPredictor, measured: list[tuple[Genome, float]]) -> Any:
-    predicted = [predictor.predict(g, NUM_CLASSES) for g, _ in measured]
-    return accuracy(predicted, [ms for _, ms in measured])
+def _accuracy_of(predictor: Predictor, measured: list[tuple[Genome, float]]) -> Any:
+    pairs = [(predictor.predict(g, NUM_CLASSES), ms) for g, ms in measured]
+    known = [(p, ms) for p, ms in pairs if p is not None]  # a kernel that failed: no prediction
+    return accuracy([p for p, _ in known], [ms for _, ms in known])
 
 
 if __name__ == "__main__":

@@ -60,13 +60,15 @@ def build_model(genome: Genome, num_classes: int, *, dropout: float = DROPOUT) -
     plan = plan_network(genome)
     blocks = []
     for b in range(len(genome.blocks)):
-        blocks.append(nn.Sequential(*[_build_instance(p) for p in plan.block_instances(b)]))
+        blocks.append(nn.Sequential(*[build_instance(p) for p in plan.block_instances(b)]))
     model = TVN(blocks, Head(plan.out_shape[0], num_classes, dropout))
     _init_weights(model)
     return model
 
 
-def _build_instance(p: InstancePlan) -> nn.Module:
+def build_instance(p: InstancePlan) -> nn.Module:
+    """One instance of a block, as ``build_model`` builds it (default-initialised weights):
+    what the lookup-table latency predictor times on its own."""
     c = p.in_shape[0]
     body: list[nn.Module] = []
     if p.expand_in:

@@ -2,9 +2,11 @@
 
 1. Counted from the plan in well under a millisecond: parameters, FLOPs, and a lower bound on
    memory (weights plus the input and output of the largest step).
-2. The latency predictor, once fitted and checked: only a candidate predicted over a time budget
-   by more than ``predictor_margin`` and more than its worst over-prediction so far is rejected
-   unmeasured, so that its errors cost little.
+2. The latency predictor (a feature regression, ``tvnsearch.predictor``, unless another is given
+   per device kind, such as the kernel lookup table of ``tvnsearch.lookup_predictor``), once
+   checked: only a candidate predicted over a time budget by more than ``predictor_margin`` and
+   more than its worst over-prediction so far is rejected unmeasured, so that its errors cost
+   little.
 3. An early-exit measurement: when the fastest of the first warm runs is already
    ``early_exit_factor`` times over the budget, the candidate is rejected there.
 4. Otherwise a full measurement, whose median and peak memory are judged against the budgets.
@@ -24,7 +26,7 @@ from tvnsearch.constraints import TIME_LIMITS, Constraints, check_feasible
 from tvnsearch.cost import Cost, count_cost
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.genome import Genome
-from tvnsearch.predictor import LatencyPredictor
+from tvnsearch.predictor import LatencyPredictor, Predictor
 from tvnsearch.profile import Profile, Status
 
 
@@ -75,14 +77,20 @@ class Gate:
         early_exit_factor: float = 1.5,
         predictor_margin: float | None = 2.0,
         min_fit_size: int = 20,
+        predictors: Mapping[str, Predictor] | None = None,
     ) -> None:
         self.profilers = dict(profilers or {})
         _check_setup(constraints, num_classes, self.profilers, early_exit_factor, predictor_margin)
+        _check_predictors(predictors or {}, self.profilers)
         self.constraints = constraints
         self.num_classes = num_classes
         self.early_exit_factor = early_exit_factor
         self.predictor_margin = predictor_margin
-        self.predictors = {kind: LatencyPredictor(min_fit_size) for kind in self.profilers}
+        # A kind without a predictor given gets the feature regression, fitted from min_fit_size.
+        self.predictors: dict[str, Predictor] = {
+            kind: LatencyPredictor(min_fit_size) for kind in self.profilers
+        }
+        self.predictors.update(predictors or {})
 
     def check(self, genome: Genome) -> Verdict:
         start = time.perf_counter()
@@ -202,5 +210,17 @@ def _check_setup(
         problems.append(Problem("early_exit_factor", f"must be >= 1, but got {early_exit_factor}"))
     if predictor_margin is not None and not predictor_margin >= 1:
         problems.append(Problem("predictor_margin", f"must be >= 1, but got {predictor_margin}"))
+    if problems:
+        raise InputError("gate", problems)
+
+
+def _check_predictors(
+    predictors: Mapping[str, Predictor], profilers: Mapping[str, Measurer]
+) -> None:
+    problems = [
+        Problem("predictors", f"a {kind} predictor is given, but the gate has no {kind} profiler")
+        for kind in predictors
+        if kind not in profilers
+    ]
     if problems:
         raise InputError("gate", problems)

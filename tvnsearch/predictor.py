@@ -14,6 +14,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 
@@ -70,6 +71,20 @@ def _op_features(op: Op) -> np.ndarray:
     x[i : i + 3] = (op.work / 1e9, op.bytes / 1e6, 1.0)
     x[-2] = op.output / 1e6 if op.output > FRESH_PAGES_ABOVE else 0.0
     return x
+
+
+class Predictor(Protocol):
+    """What the gate asks of a latency predictor (``LatencyPredictor``, ``LookupPredictor``)."""
+
+    def predict(self, genome: Genome, num_classes: int) -> float | None: ...
+
+    def learn(
+        self, genome: Genome, num_classes: int, measured_ms: float, predicted_ms: float | None
+    ) -> None: ...
+
+    def skip_margin(self, margin: float) -> float | None: ...
+
+    def accuracy(self) -> Accuracy: ...
 
 
 class LatencyPredictor:
@@ -141,14 +156,19 @@ class LatencyPredictor:
         """How far over a budget a prediction must be to skip the measurement: ``margin``, or the
         largest over-prediction seen so far if larger; None until ``MIN_CHECKED`` predictions
         have been checked against measurements."""
-        checked = self.accuracy()
-        if checked.num_samples < MIN_CHECKED:
-            return None
-        return max(margin, checked.worst_ratio)
+        return skip_margin(self.accuracy(), margin)
 
     def accuracy(self) -> Accuracy:
         """Accuracy on candidates predicted before they were measured: never seen in a fit."""
         return accuracy([p for p, _ in self._checked], [m for _, m in self._checked])
+
+
+def skip_margin(checked: Accuracy, margin: float) -> float | None:
+    """``margin``, or the worst over-prediction in ``checked`` if larger; None until
+    ``MIN_CHECKED`` predictions have been checked."""
+    if checked.num_samples < MIN_CHECKED:
+        return None
+    return max(margin, checked.worst_ratio)
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
