@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test test-slow lint clean
+.PHONY: install test test-slow lint search clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# A real search end to end: the synthetic benchmark (written once into data/synth), the tiny
+# space, embedded local Ray; a few minutes on a laptop. It prints the run folder at the end.
+search: $(STAMP)
+	@test -f data/synth/synth.json || $(VENV)/bin/tvnsearch data synth --out data/synth
+	$(VENV)/bin/tvnsearch search runners/local.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tvnsearch tests bench

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tvnsearch.commands import add_run_parsers
 from tvnsearch.errors import InputError
 from tvnsearch.files import atomic_write_text
 from tvnsearch.genome import Genome, describe_block, load_genome
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--space", required=True, help="search space TOML")
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(handler=cmd_validate)
+    _add_train_parser(sub)
+    _add_data_parser(sub)
+    _add_profile_parser(sub)
+    add_run_parsers(sub)
     return parser
 
 
@@ -179,3 +184,106 @@ def _print_report(path: str, space_name: str, report: Report) -> None:
         print(f"{path}: {d.field}: dead gene: {d.reason}")
     verdict = "valid" if report.valid else f"invalid ({len(report.errors)} violations)"
     print(f"{path}: {verdict} in space {space_name!r}")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
+    return value
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="partially train one genome on a video dataset; scores")
+    train.add_argument("genome", help="genome JSON (native or the published TVN format)")
+    train.add_argument("--data", required=True, help="class folders, or a .csv / .jsonl list")
+    train.add_argument("--iterations", type=_positive_int, default=1000)
+    train.add_argument("--batch-size", type=_positive_int, default=16)
+    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    train.add_argument("--num-workers", type=_non_negative_int, default=0, help="DataLoader")
+    train.add_argument("--cache-dir", help="decoded-frame cache (default: ~/.cache/tvnsearch)")
+    train.add_argument(
+        "--cache-size", type=_positive_int, default=128, help="cached frames' shorter side, px"
+    )
+    train.add_argument("--strict", action="store_true", help="stop at an unreadable video")
+    train.add_argument("--json", action="store_true", help="machine-readable output")
+    train.set_defaults(handler=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tvnsearch.frame_cache import FrameCache, cache_dir
+    from tvnsearch.train import TrainConfig, check_device, prepare_data, train_genome
+
+    genome = load_genome(args.genome)
+    device = check_device(args.device)
+    cache = FrameCache(cache_dir(args.cache_dir), args.cache_size)
+    data = prepare_data(args.data, cache, strict=args.strict)
+    config = TrainConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=str(device),
+        num_workers=args.num_workers,
+    )
+    result = train_genome(genome, data, config)
+    if args.json:
+        skipped = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
+        print(json.dumps({"id": genome.id, **result.to_dict(), "skipped": skipped}, indent=2))
+    else:
+        print(f"genome {genome.id}: {result.summary()}")
+    return 0 if result.status == "COMPLETE" else 1
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="datasets: write the synthetic motion benchmark")
+    synth = data.add_subparsers(dest="data_command", required=True).add_parser(
+        "synth", help="write a synthetic video dataset that rewards temporal models"
+    )
+    synth.add_argument("--out", required=True, help="folder to write (replaced if synthetic)")
+    synth.add_argument("--seed", type=_non_negative_int, default=0)
+    synth.add_argument("--num-videos", type=_positive_int, default=360)
+    synth.add_argument("--size", type=_positive_int, default=64, help="frame side, pixels")
+    synth.add_argument("--num-frames", type=_positive_int, default=16)
+    synth.set_defaults(handler=cmd_data_synth)
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from tvnsearch.synth import SynthConfig, write_synth
+
+    config = SynthConfig(
+        seed=args.seed, num_videos=args.num_videos, size=args.size, num_frames=args.num_frames
+    )
+    s = write_synth(args.out, config)
+    print(
+        f"wrote {s.num_train} train and {s.num_val} val videos of {len(s.classes)} classes "
+        f"to {s.root}"
+    )
+    return 0
+
+
+def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
+    profile = sub.add_parser("profile", help="runtime per clip, peak memory, parameters, FLOPs")
+    profile.add_argument("genome", help="genome JSON (native or the published TVN format)")
+    profile.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    profile.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (1)")
+    profile.add_argument("--runs", type=_positive_int, default=25, help="timed runs (25)")
+    profile.add_argument("--warmup", type=_positive_int, default=5, help="warm-up runs (5)")
+    profile.add_argument("--num-classes", type=_positive_int, default=400, help="(400)")
+    profile.add_argument("--json", action="store_true", help="machine-readable output")
+    profile.set_defaults(handler=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tvnsearch.device import check_device
+    from tvnsearch.profile import Settings, Status, describe_profile, measure
+
+    genome = load_genome(args.genome)
+    check_device(args.device, args.threads, source="command line")
+    settings = Settings(args.device, args.threads, args.warmup, args.runs)
+    profile = measure(genome, args.num_classes, settings)
+    print(json.dumps(profile.to_dict(), indent=2) if args.json else describe_profile(profile))
+    return 0 if profile.status == Status.MEASURED else 1

@@ -1,0 +1,266 @@
+"""Engine benchmark: loop overhead, parallel efficiency, two-node cluster, kill -9, search quality.
+
+overhead  10,000 candidates with an evaluator that returns at once, through the real loop (strategy,
+          gate, lookup, lineage writer, bookkeeping) in this process; ms per candidate and the
+          driver's RSS at 1k and 10k. Then the same through Ray tasks that return at once.
+parallel  real training on the synthetic benchmark, random search (same seed: the same candidates),
+          1 worker then 2: trained candidates per hour. Counted constraints only (max_flops), so
+          no profiler takes a core and nothing is timed. Target >= 1.8x on two cores.
+cluster   `ray start --head --num-cpus=1` plus a second node (`ray start --address`, its own
+          raylet and CPU) on this machine; a search across both; one training worker process is
+          killed mid-training; no candidate may be lost and both nodes must have trained.
+kill      `tvnsearch search` killed with SIGKILL mid-search, then `tvnsearch resume`: the lineage
+          must hold each candidate id once, none missing, the budget complete.
+quality   evolution, random search and TPE at an equal budget, several seeds: best fitness.
+
+The machine may be shared: the load average and the busiest other processes are recorded.
+
+    .venv/bin/python bench/engine_bench.py [--section overhead ...] [--out FILE] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tvnsearch.constraints import Constraints
+from tvnsearch.device import cpu_model
+from tvnsearch.engine import Engine, InlineExecutor
+from tvnsearch.evaluate import Evaluation
+from tvnsearch.evolution import Evolution
+from tvnsearch.gate import Gate
+from tvnsearch.genome import Genome
+from tvnsearch.lineage import LineageWriter, read_lineage
+from tvnsearch.progress import Tally
+from tvnsearch.run import create_run, run_search
+from tvnsearch.space import load_space
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_runs import ROOT, TINY, WORK, cluster, kill, pace, quiet, recipe
+
+RESULTS = ROOT / "bench" / "results" / "engine_bench.json"
+SECTIONS = ("overhead", "parallel", "cluster", "kill", "quality")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", action="append", choices=SECTIONS, help="(default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--seeds", type=int, default=3, help="quality: seeds per strategy")
+    parser.add_argument("--budget", type=int, default=30, help="quality: candidates per search")
+    parser.add_argument("--iterations", type=int, default=60, help="training steps per candidate")
+    args = parser.parse_args(argv)
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    WORK.mkdir(parents=True, exist_ok=True)
+    for name in args.section or SECTIONS:
+        before = conditions()
+        result = SECTION_RUNS[name](args)
+        key = f"{name}_budget_{args.budget}" if name == "quality" else name
+        report[key] = {**result, "conditions": {"before": before, "after": conditions()}}
+        print(f"\n== {name} ==\n{table(result)}", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def conditions() -> dict[str, Any]:
+    me = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
+    busy = []
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        if p.pid not in me:
+            try:
+                busy.append((p.cpu_percent(interval=None), p))
+            except psutil.Error:
+                continue
+    time.sleep(0.5)
+    usage = []
+    for _, p in busy:
+        try:
+            usage.append((p.cpu_percent(interval=None), " ".join(p.info["cmdline"] or [])[:80]))
+        except psutil.Error:
+            continue
+    usage.sort(reverse=True)
+    return {
+        "load_average": os.getloadavg(),
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "busiest_other_processes": [(round(u), c) for u, c in usage[:3] if u >= 5],
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = result.get("rows", [])
+    if not rows:
+        return json.dumps(result, indent=1, default=str)
+    keys = list(rows[0])
+    lines = ["  ".join(f"{k:>14}" for k in keys)]
+    lines += ["  ".join(f"{_fmt(r[k]):>14}" for k in keys) for r in rows]
+    notes = [f"{k}: {v}" for k, v in result.items() if k not in ("rows",)]
+    return "\n".join(lines + notes)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def instant(genome: Genome, task: object) -> Evaluation:
+    return Evaluation("COMPLETE", fitness=int(genome.id[:6], 16) % 1000 / 1000)
+
+
+# overhead ---------------------------------------------------------------------------------------
+
+
+def overhead(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [_fresh(_inline_overhead, {}), _fresh(_inline_overhead, AGING), _ray_overhead(2000)]
+    return {"rows": rows, "target": "<= 20 ms per candidate; RSS flat from 1k to 10k"}
+
+
+def _fresh(function: Callable, *args: Any) -> Any:
+    """``function(*args)`` in a new process: its memory figures are its own."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+AGING = {"population_size": 100, "aging": True}  # regularized evolution: a bounded population
+
+
+def _engine(
+    run_dir: Path, executor: Any, budget: int, num_workers: int, options: dict | None = None
+) -> tuple[Engine, Tally]:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    space = load_space(TINY)
+    strategy = Evolution(space, seed=0, initial_size=200, tournament_size=50, **(options or {}))
+    gate = Gate(Constraints(max_params=100_000), num_classes=9)
+    tally = Tally(budget)
+    writer = LineageWriter(run_dir, flush_seconds=5.0)
+    engine = Engine(
+        strategy, gate, executor, writer, run_id="bench", tally=tally, num_workers=num_workers
+    )
+    return engine, tally
+
+
+def _inline_overhead(options: dict) -> dict[str, Any]:
+    executor = InlineExecutor(instant)
+    engine, tally = _engine(WORK / "overhead-inline", executor, 1000, 1, options)
+    rss = psutil.Process().memory_info
+    start = time.perf_counter()
+    engine.run()
+    at_1k = time.perf_counter() - start, rss().rss / 2**20
+    tally.budget = 10_000
+    engine.run()
+    total = time.perf_counter() - start
+    rss_10k = rss().rss / 2**20  # before reading the lineage back, which costs memory itself
+    rows = len(read_lineage(WORK / "overhead-inline"))
+    return {
+        "executor": "in-process" + (", aging" if options else ""),
+        "candidates": rows,
+        "ms_per_candidate": 1000 * total / rows,
+        "ms_per_candidate_1k": at_1k[0],
+        "rss_mb_at_1k": at_1k[1],
+        "rss_mb_at_10k": rss_10k,
+    }
+
+
+def _ray_overhead(num: int) -> dict[str, Any]:
+    from tvnsearch.executors import Placement, RayExecutor, start_ray, stop_ray
+
+    start_ray(num_cpus=2)
+    try:
+        executor = RayExecutor(instant, None, Placement(cpus_per_worker=1))
+        engine, _ = _engine(WORK / "overhead-ray", executor, num, 2)
+        start = time.perf_counter()
+        engine.run()
+        total = time.perf_counter() - start
+    finally:
+        stop_ray()
+    return {
+        "executor": "ray tasks, 2 workers",
+        "candidates": num,
+        "ms_per_candidate": 1000 * total / num,
+        "ms_per_candidate_1k": None,
+        "rss_mb_at_1k": None,
+        "rss_mb_at_10k": psutil.Process().memory_info().rss / 2**20,
+    }
+
+
+# parallel ---------------------------------------------------------------------------------------
+
+
+def parallel(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    for workers in (1, 2):
+        path = recipe(
+            WORK / f"parallel-{workers}.toml",
+            budget=48,
+            iterations=args.iterations,
+            num_workers=workers,
+        )
+        run_dir = create_run(path, results_dir=WORK / "results")
+        with quiet() as stream:
+            run_search(run_dir, stream=stream)
+        rows.append({"workers": workers, **pace(run_dir)})
+    speedup = rows[1]["trained_per_hour"] / rows[0]["trained_per_hour"]
+    same = rows[0]["trained"] == rows[1]["trained"]
+    return {"rows": rows, "speedup": speedup, "same_candidates": same, "target": ">= 1.8x"}
+
+
+# quality ----------------------------------------------------------------------------------------
+
+
+QUALITY = {
+    "evolution": {"initial_size": 10, "tournament_size": 5},
+    "random": {},
+    "tpe": {},
+}
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    rows, best = [], {}
+    for seed in range(args.seeds):
+        for name, options in QUALITY.items():
+            path = recipe(
+                WORK / f"quality-{name}-{seed}.toml",
+                strategy=name,
+                options=options,
+                budget=args.budget,
+                seed=seed,
+                iterations=args.iterations,
+                num_workers=2,
+            )
+            run_dir = create_run(path, results_dir=WORK / "results")
+            with quiet() as stream:
+                run_search(run_dir, stream=stream)
+            rows.append({"strategy": name, "seed": seed, **pace(run_dir)})
+            best.setdefault(name, []).append(rows[-1]["best_fitness"] or 0.0)
+            print(rows[-1], flush=True)
+    summary = {
+        n: {"mean": statistics.mean(v), "stdev": statistics.pstdev(v), "runs": v}
+        for n, v in best.items()
+    }
+    return {"rows": rows, "best_fitness": summary, "budget": args.budget}
+
+
+SECTION_RUNS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "overhead": overhead,
+    "parallel": parallel,
+    "cluster": cluster,
+    "kill": kill,
+    "quality": quality,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
