@@ -15,7 +15,7 @@ from tvnsearch.gate import Decision, Gate
 from tvnsearch.genome import Genome
 from tvnsearch.profile import PROBE_RUNS, Settings, Status
 
-FAST = Settings(warmup=PROBE_RUNS + 1, runs=3)
+FAST = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0)
 needs_two_cores = pytest.mark.skipif(len(usable_cores()) < 2, reason="needs two usable cores")
 
 

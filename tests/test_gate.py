@@ -16,7 +16,7 @@ from tvnsearch.predictor import MIN_CHECKED, LatencyPredictor
 from tvnsearch.profile import PROBE_RUNS, Profile, Settings, Status
 from tvnsearch.profiler import Profiler
 
-FAST = Settings(warmup=PROBE_RUNS + 1, runs=5)
+FAST = Settings(warmup=PROBE_RUNS + 1, runs=5, min_seconds=0.0)
 
 
 class Scripted:

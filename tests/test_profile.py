@@ -14,7 +14,7 @@ from tvnsearch.errors import InputError
 from tvnsearch.genome import Block, Genome
 from tvnsearch.profile import PROBE_RUNS, Settings, Status, measure, profile_from_dict
 
-FAST = Settings(warmup=PROBE_RUNS + 1, runs=5)
+FAST = Settings(warmup=PROBE_RUNS + 1, runs=5, min_seconds=0.0)
 
 
 def small_genome(*, non_local_width: int = 0, num_filters: int = 8, resolution: int = 32) -> Genome:
@@ -70,7 +70,7 @@ def test_thread_count_is_fixed_while_measuring_and_restored_after(monkeypatch) -
         timing, "_time_cpu", lambda *a: seen.append(torch.get_num_threads()) or real(*a)
     )
     before = torch.get_num_threads()
-    measure(small_genome(), 10, Settings(threads=2, warmup=PROBE_RUNS + 1, runs=2))
+    measure(small_genome(), 10, Settings(threads=2, warmup=PROBE_RUNS + 1, runs=2, min_seconds=0.0))
     assert set(seen) == {2} and torch.get_num_threads() == before
 
 
@@ -141,7 +141,7 @@ def test_asking_for_a_missing_gpu_names_the_field() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_cuda_measurement_times_kernels_and_reports_the_gpu() -> None:
     g = small_genome(num_filters=32, resolution=64)
-    p = measure(g, 10, Settings(device="cuda", warmup=PROBE_RUNS + 2, runs=10))
+    p = measure(g, 10, Settings(device="cuda", warmup=PROBE_RUNS + 2, runs=10, min_seconds=0.0))
     assert p.status == Status.MEASURED and p.device.kind == "cuda"
     assert p.device.name == torch.cuda.get_device_name()
     assert p.median_ms > 0 and p.peak_memory_mb >= count_cost(g, 10).min_memory_bytes / 2**20
@@ -150,10 +150,25 @@ def test_cuda_measurement_times_kernels_and_reports_the_gpu() -> None:
 def test_cli_prints_the_figures_and_json_with_the_median(capsys, tmp_path) -> None:
     path = tmp_path / "g.json"
     path.write_text(small_genome().to_json())
-    code = main(["profile", str(path), "--runs", "3", "--warmup", "1", "--num-classes", "10"])
+    code = main(
+        [
+            "profile",
+            str(path),
+            "--runs",
+            "3",
+            "--min-seconds",
+            "0",
+            "--warmup",
+            "1",
+            "--num-classes",
+            "10",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "ms per clip, median of 3 runs" in out and "MiB peak" in out
-    code = main(["profile", str(path), "--json", "--runs", "3", "--threads", "2"])
+    code = main(
+        ["profile", str(path), "--json", "--runs", "3", "--min-seconds", "0", "--threads", "2"]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["median_ms"] > 0 and data["runs"] == 3 and data["threads"] == 2
     assert data["params"] == count_cost(small_genome(), 400).params
@@ -171,3 +186,9 @@ def test_cli_without_a_gpu_exits_2_naming_the_option(capsys, tmp_path) -> None:
         "tvnsearch profile: command line: device: cuda was asked for, "
         "but no CUDA GPU is available\n"
     )
+
+
+def test_short_networks_are_timed_for_at_least_min_seconds() -> None:
+    settings = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.1)
+    p = measure(small_genome(), 10, settings)
+    assert p.runs > 3 and sum(p.runs_ms) >= 0.1 * 1000 * 0.8

@@ -8,7 +8,7 @@ from tvnsearch.errors import InputError
 from tvnsearch.profile import PROBE_RUNS, Settings, Status
 from tvnsearch.profiler import ProfileCache, Profiler
 
-FAST = Settings(warmup=PROBE_RUNS + 1, runs=3)
+FAST = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0)
 
 
 def test_a_repeated_request_is_answered_from_the_cache() -> None:
@@ -55,7 +55,7 @@ def test_a_profile_from_another_device_is_not_reused() -> None:
     one_thread = Profiler(FAST)
     one_thread.measure(small_genome(), 10)
     two_threads = Profiler(
-        Settings(threads=2, warmup=PROBE_RUNS + 1, runs=3), cache=one_thread.cache
+        Settings(threads=2, warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0), cache=one_thread.cache
     )
     assert two_threads.measure(small_genome(), 10).threads == 2
     assert two_threads.num_measurements == 1 and len(one_thread.cache) == 2

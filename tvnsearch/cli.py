@@ -270,7 +270,10 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     profile.add_argument("genome", help="genome JSON (native or the published TVN format)")
     profile.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     profile.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (1)")
-    profile.add_argument("--runs", type=_positive_int, default=25, help="timed runs (25)")
+    profile.add_argument("--runs", type=_positive_int, default=25, help="timed runs, at least (25)")
+    profile.add_argument(
+        "--min-seconds", type=float, default=1.0, help="time at least this long in all (1.0)"
+    )
     profile.add_argument("--warmup", type=_positive_int, default=5, help="warm-up runs (5)")
     profile.add_argument("--num-classes", type=_positive_int, default=400, help="(400)")
     profile.add_argument("--json", action="store_true", help="machine-readable output")
@@ -283,7 +286,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     genome = load_genome(args.genome)
     check_device(args.device, args.threads, source="command line")
-    settings = Settings(args.device, args.threads, args.warmup, args.runs)
+    settings = Settings(args.device, args.threads, args.warmup, args.runs, max(args.min_seconds, 0))
     profile = measure(genome, args.num_classes, settings)
     print(json.dumps(profile.to_dict(), indent=2) if args.json else describe_profile(profile))
     return 0 if profile.status == Status.MEASURED else 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
+import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,7 +65,12 @@ def _time_runs(
         if stop_above_ms is not None and min(probe) > stop_above_ms:
             return probe, True
         timer(model, clip, max(settings.warmup - 1 - PROBE_RUNS, 0))
-        return timer(model, clip, settings.runs), False
+        return timer(model, clip, _num_runs(settings, probe)), False
+
+
+def _num_runs(settings: Settings, probe: tuple[float, ...]) -> int:
+    per_run_ms = max(statistics.median(probe), 1e-3)
+    return max(settings.runs, math.ceil(settings.min_seconds * 1000 / per_run_ms))
 
 
 def _time_cpu(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
