@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 from conftest import PUBLISHED_DIR
+from genomes import block, genome
 from reference_count import reference_walk
 from torch import nn
 
 from tvnsearch import build_model, published_genome, summarize
 from tvnsearch.builder import count_params
-from tvnsearch.genome import Block, Genome
 from tvnsearch.layers import NonLocal, SpatialPool, TemporalPool, same_padding
 from tvnsearch.plan import plan_network
 
@@ -24,39 +24,6 @@ PUBLISHED_PARAMS = {
     "tvn_mobile_1": 7_360_476,
     "tvn_mobile_2": 5_536_329,
 }
-
-
-def block(**genes) -> Block:
-    defaults = dict(
-        spatial_type="std",
-        spatial_kernel=3,
-        spatial_stride=1,
-        spatial_act="relu",
-        temporal_type="1d",
-        temporal_kernel=1,
-        temporal_stride=1,
-        temporal_act="relu",
-        num_filters=8,
-        expansion=0,
-        inverted_bottleneck=False,
-        squeeze_ratio=0.0,
-        context_gate=False,
-        non_local_width=0,
-        skip=False,
-        act="relu",
-        num_repeats=1,
-    )
-    return Block(**{**defaults, **genes})
-
-
-def genome(*blocks: Block, resolution: int = 16, num_frames: int = 4) -> Genome:
-    return Genome(
-        resolution=resolution,
-        num_frames=num_frames,
-        frame_stride=1,
-        pipeline_depth=0,
-        blocks=blocks,
-    )
 
 
 def block_output_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:

@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+from genomes import block
+from genomes import genome as make_genome
 from torch import nn
 
 from tvnsearch import timing
@@ -11,25 +13,18 @@ from tvnsearch.cli import main
 from tvnsearch.cost import count_cost
 from tvnsearch.device import check_device
 from tvnsearch.errors import InputError
-from tvnsearch.genome import Block, Genome
+from tvnsearch.genome import Genome
 from tvnsearch.profile import PROBE_RUNS, Settings, Status, measure, profile_from_dict
 
 FAST = Settings(warmup=PROBE_RUNS + 1, runs=5, min_seconds=0.0)
 
 
 def small_genome(*, non_local_width: int = 0, num_filters: int = 8, resolution: int = 32) -> Genome:
-    block = Block(
-        spatial_type="std",
-        spatial_kernel=3,
+    one = block(
         spatial_stride=2,
-        spatial_act="relu",
-        temporal_type="1d",
         temporal_kernel=2,
-        temporal_stride=1,
-        temporal_act="relu",
         num_filters=num_filters,
         expansion=2,
-        inverted_bottleneck=False,
         squeeze_ratio=0.25,
         context_gate=True,
         non_local_width=non_local_width,
@@ -37,7 +32,7 @@ def small_genome(*, non_local_width: int = 0, num_filters: int = 8, resolution: 
         act="swish",
         num_repeats=2,
     )
-    return Genome(resolution, 4, 1, 0, (block,))
+    return make_genome(one, resolution=resolution, num_frames=4)
 
 
 class Raising(nn.Module):

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from genomes import block
+from genomes import genome as make_genome
 
 from tvnsearch.cli import main
 from tvnsearch.clips import ClipSpec
@@ -31,28 +33,8 @@ FAST = TrainConfig(iterations=6, batch_size=4)
 
 
 def genome(num_frames: int = 2, temporal_kernel: int = 2) -> Genome:
-    block = Block(
-        spatial_type="std",
-        spatial_kernel=3,
-        spatial_stride=2,
-        spatial_act="relu",
-        temporal_type="1d",
-        temporal_kernel=temporal_kernel,
-        temporal_stride=1,
-        temporal_act="relu",
-        num_filters=8,
-        expansion=0,
-        inverted_bottleneck=False,
-        squeeze_ratio=0.0,
-        context_gate=False,
-        non_local_width=0,
-        skip=False,
-        act="relu",
-        num_repeats=1,
-    )
-    return Genome(
-        resolution=16, num_frames=num_frames, frame_stride=2, pipeline_depth=0, blocks=(block,)
-    )
+    one = block(spatial_stride=2, temporal_kernel=temporal_kernel)
+    return make_genome(one, num_frames=num_frames, frame_stride=2)
 
 
 @pytest.fixture(scope="module")

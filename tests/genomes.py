@@ -1,0 +1,38 @@
+"""Small hand-made genomes for tests: a block with every gene given, overridable one by one."""
+
+from __future__ import annotations
+
+from tvnsearch.genome import Block, Genome
+
+PLAIN_BLOCK = Block(
+    spatial_type="std",
+    spatial_kernel=3,
+    spatial_stride=1,
+    spatial_act="relu",
+    temporal_type="1d",
+    temporal_kernel=1,
+    temporal_stride=1,
+    temporal_act="relu",
+    num_filters=8,
+    expansion=0,
+    inverted_bottleneck=False,
+    squeeze_ratio=0.0,
+    context_gate=False,
+    non_local_width=0,
+    skip=False,
+    act="relu",
+    num_repeats=1,
+)
+
+
+def block(**genes: object) -> Block:
+    """``PLAIN_BLOCK`` (a 3x3 conv of 8 filters, nothing else) with ``genes`` changed."""
+    import dataclasses
+
+    return dataclasses.replace(PLAIN_BLOCK, **genes)
+
+
+def genome(
+    *blocks: Block, resolution: int = 16, num_frames: int = 4, frame_stride: int = 1
+) -> Genome:
+    return Genome(resolution, num_frames, frame_stride, 0, blocks or (PLAIN_BLOCK,))
