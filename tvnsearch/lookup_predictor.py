@@ -22,7 +22,7 @@ import numpy as np
 from tvnsearch.device import check_device, device_signature
 from tvnsearch.genome import Genome
 from tvnsearch.plan import InstancePlan, Shape, plan_network
-from tvnsearch.predictor import Accuracy, accuracy, fit, skip_margin
+from tvnsearch.predictor import CheckedPredictions, fit
 from tvnsearch.profile import DEFAULT_SETTINGS, Settings
 
 
@@ -119,7 +119,7 @@ class KernelTable:
         return total
 
 
-class LookupPredictor:
+class LookupPredictor(CheckedPredictions):
     """Predicts ``a * (sum of kernel runtimes) + b``, from the first candidate on.
 
     Until ``min_fit_size`` networks are measured, ``a = 1`` and ``b = 0``. As in
@@ -128,14 +128,13 @@ class LookupPredictor:
     """
 
     def __init__(self, table: KernelTable, min_fit_size: int = 2) -> None:
+        super().__init__()
         self.table = table
         self.min_fit_size = min_fit_size
         self.coefficients = np.array([1.0, 0.0])  # (a, b)
-        self._learned: set[tuple[str, int]] = set()
         self._kernels: list[Counter[Kernel]] = []
         self._sums: list[float] = []
         self._y: list[float] = []
-        self._checked: list[tuple[float, float]] = []  # (predicted before measuring, measured)
 
     @property
     def num_samples(self) -> int:
@@ -179,11 +178,8 @@ class LookupPredictor:
 
         Kernels not timed yet are timed here. A genome learned before is ignored, and so is one
         with a kernel that cannot be timed."""
-        if (genome.id, num_classes) in self._learned:
+        if not self._first_sight(genome, num_classes, measured_ms, predicted_ms):
             return
-        self._learned.add((genome.id, num_classes))
-        if predicted_ms is not None:
-            self._checked.append((predicted_ms, measured_ms))
         kernels = network_kernels(genome, num_classes)
         total = self.table.total_ms(kernels)
         if total is None:
@@ -194,11 +190,3 @@ class LookupPredictor:
         if self.num_samples >= self.min_fit_size:
             x = np.column_stack([self._sums, np.ones(self.num_samples)])
             self.coefficients = fit(x, np.array(self._y))
-
-    def skip_margin(self, margin: float) -> float | None:
-        """As ``LatencyPredictor.skip_margin``: the conservative rule, the same for both."""
-        return skip_margin(self.accuracy(), margin)
-
-    def accuracy(self) -> Accuracy:
-        """Accuracy on candidates predicted before they were measured: never seen in a fit."""
-        return accuracy([p for p, _ in self._checked], [m for _, m in self._checked])

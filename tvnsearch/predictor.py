@@ -87,7 +87,38 @@ class Predictor(Protocol):
     def accuracy(self) -> Accuracy: ...
 
 
-class LatencyPredictor:
+class CheckedPredictions:
+    """What every predictor keeps beside its model: the genomes learned (each once, since a
+    cached profile seen again is no new evidence) and its predictions checked against the
+    measurements that followed, which give its accuracy and its conservative skip margin."""
+
+    def __init__(self) -> None:
+        self._learned: set[tuple[str, int]] = set()
+        self._checked: list[tuple[float, float]] = []  # (predicted before measuring, measured)
+
+    def _first_sight(
+        self, genome: Genome, num_classes: int, measured_ms: float, predicted_ms: float | None
+    ) -> bool:
+        """Record the check; False when this genome was learned before."""
+        if (genome.id, num_classes) in self._learned:
+            return False
+        self._learned.add((genome.id, num_classes))
+        if predicted_ms is not None:
+            self._checked.append((predicted_ms, measured_ms))
+        return True
+
+    def skip_margin(self, margin: float) -> float | None:
+        """How far over a budget a prediction must be to skip the measurement: ``margin``, or the
+        largest over-prediction seen so far if larger; None until ``MIN_CHECKED`` predictions
+        have been checked against measurements."""
+        return skip_margin(self.accuracy(), margin)
+
+    def accuracy(self) -> Accuracy:
+        """Accuracy on candidates predicted before they were measured: never seen in a fit."""
+        return accuracy([p for p, _ in self._checked], [m for _, m in self._checked])
+
+
+class LatencyPredictor(CheckedPredictions):
     """Learns from each measurement; predicts once it has seen ``min_fit_size`` of them.
 
     A prediction is the fitted model's, corrected by the error the model made on the most
@@ -96,13 +127,12 @@ class LatencyPredictor:
     """
 
     def __init__(self, min_fit_size: int = 20) -> None:
+        super().__init__()
         self.min_fit_size = min_fit_size
         self.coefficients: np.ndarray | None = None
-        self._learned: set[tuple[str, int]] = set()
         self._ops: list[Counter[Op]] = []
         self._x: list[np.ndarray] = []
         self._y: list[float] = []
-        self._checked: list[tuple[float, float]] = []  # (predicted before measuring, measured)
 
     @property
     def num_samples(self) -> int:
@@ -138,29 +168,14 @@ class LatencyPredictor:
     def learn(
         self, genome: Genome, num_classes: int, measured_ms: float, predicted_ms: float | None
     ) -> None:
-        """Add one measurement (and the prediction made before it, to track accuracy); refit.
-
-        A genome learned before is ignored: a cached profile seen again is no new evidence."""
-        if (genome.id, num_classes) in self._learned:
+        """Add one measurement (and the prediction made before it, to track accuracy); refit."""
+        if not self._first_sight(genome, num_classes, measured_ms, predicted_ms):
             return
-        self._learned.add((genome.id, num_classes))
-        if predicted_ms is not None:
-            self._checked.append((predicted_ms, measured_ms))
         self._ops.append(Counter(network_ops(genome, num_classes)))
         self._x.append(_features(self._ops[-1]))
         self._y.append(measured_ms)
         if self.num_samples >= self.min_fit_size:
             self.coefficients = fit(np.array(self._x), np.array(self._y))
-
-    def skip_margin(self, margin: float) -> float | None:
-        """How far over a budget a prediction must be to skip the measurement: ``margin``, or the
-        largest over-prediction seen so far if larger; None until ``MIN_CHECKED`` predictions
-        have been checked against measurements."""
-        return skip_margin(self.accuracy(), margin)
-
-    def accuracy(self) -> Accuracy:
-        """Accuracy on candidates predicted before they were measured: never seen in a fit."""
-        return accuracy([p for p, _ in self._checked], [m for _, m in self._checked])
 
 
 def skip_margin(checked: Accuracy, margin: float) -> float | None:

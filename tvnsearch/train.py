@@ -228,19 +228,23 @@ def _autocast_dtype(device: torch.device, config: TrainConfig) -> torch.dtype | 
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _train_loader(
-    data: TrainData, clip: ClipSpec, config: TrainConfig, device: torch.device
-) -> DataLoader:
+def _clips(data: TrainData, clip: ClipSpec, *, train: bool, flip: bool = False) -> ClipDataset:
     ds = data.dataset
-    clips = ClipDataset(
+    return ClipDataset(
         data.frames,
-        ds.train,
+        ds.train if train else ds.val,
         clip,
         num_classes=ds.num_classes,
         multi_label=ds.multi_label,
-        train=True,
-        flip=config.flip,
+        train=train,
+        flip=flip,
     )
+
+
+def _train_loader(
+    data: TrainData, clip: ClipSpec, config: TrainConfig, device: torch.device
+) -> DataLoader:
+    clips = _clips(data, clip, train=True, flip=config.flip)
     return DataLoader(
         clips,
         batch_size=config.batch_size,
@@ -262,15 +266,7 @@ def _score(
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> dict[str, float]:
-    ds = data.dataset
-    clips = ClipDataset(
-        data.frames,
-        ds.val,
-        clip,
-        num_classes=ds.num_classes,
-        multi_label=ds.multi_label,
-        train=False,
-    )
+    clips = _clips(data, clip, train=False)
     loader = DataLoader(clips, batch_size=config.batch_size, num_workers=config.num_workers)
     model.eval()
     logits, targets = [], []
@@ -280,7 +276,7 @@ def _score(
         logits.append(out.float().cpu())
         targets.append(y)
     logits_all, targets_all = torch.cat(logits), torch.cat(targets)
-    if ds.multi_label:
+    if data.dataset.multi_label:
         return multi_label_scores(logits_all, targets_all)
     return multi_class_scores(logits_all, targets_all)
 
