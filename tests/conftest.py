@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,54 @@ def rng() -> random.Random:
 @pytest.fixture(params=PUBLISHED)
 def published_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+SEARCHED_RECIPE = """
+[search]
+name = "fixture"
+space = "{space}"
+strategy = "evolution"
+budget = 10
+seed = 3
+[search.options]
+initial_size = 4
+tournament_size = 2
+[data]
+path = "{data}"
+cache_dir = "{cache}"
+cache_size = 32
+[train]
+iterations = 3
+batch_size = 4
+[constraints]
+max_flops = 20_000_000
+max_cpu_ms = 3.0
+[resources]
+num_workers = 1
+max_retries = 1
+"""
+
+
+@pytest.fixture(scope="session")
+def searched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a real small search (evolution on embedded Ray, real training), made
+    once per test session by the command line in its own process; tests must not change it."""
+    from tvnsearch.synth import SynthConfig, write_synth
+
+    root = tmp_path_factory.mktemp("searched")
+    write_synth(root / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
+    recipe = root / "recipe.toml"
+    recipe.write_text(
+        SEARCHED_RECIPE.format(
+            space=SPACES_DIR / "tiny.toml", data=root / "synth", cache=root / "frames"
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tvnsearch", "search", str(recipe), "--results", str(root / "r")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (root / "r").iterdir()
+    return run_dir
