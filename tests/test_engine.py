@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import tomllib
@@ -18,7 +19,7 @@ from tvnsearch.evaluate import Evaluation
 from tvnsearch.evolution import Evolution
 from tvnsearch.gate import Gate
 from tvnsearch.genome import Genome
-from tvnsearch.lineage import LineageWriter, read_lineage, records_from_frame
+from tvnsearch.lineage import LineageRecord, LineageWriter, read_lineage, records_from_frame
 from tvnsearch.progress import Progress, Tally
 from tvnsearch.space import SearchSpace, space_from_dict
 from tvnsearch.strategies import RandomSearch, Strategy
@@ -160,3 +161,35 @@ def test_progress_lines_count_and_show_the_best(tmp_path, tiny_space) -> None:
     run(tmp_path, evolution(tiny_space), 12, stream=stream)
     last = stream.getvalue().strip().splitlines()[-1]
     assert last.startswith("[12/12] trained ") and "best 0." in last
+
+
+def test_trained_weights_are_kept_before_their_row_and_only_theirs(tmp_path, tiny_space) -> None:
+    events: list[str] = []
+    kept: dict[int, bytes] = {}
+
+    class Recording(LineageWriter):
+        def append(self, record: LineageRecord) -> None:
+            events.append(f"row {record.candidate_id}")
+            super().append(record)
+
+    def with_weights(genome: Genome, task: object) -> Evaluation:
+        return dataclasses.replace(score(genome), weights=genome.id.encode())
+
+    def save(candidate_id: int, data: bytes) -> None:
+        events.append(f"weights {candidate_id}")
+        kept[candidate_id] = data
+
+    with Recording(tmp_path) as writer:
+        Engine(
+            RandomSearch(one_genome_space(tiny_space), seed=0),
+            Gate(Constraints(max_params=MAX_PARAMS), num_classes=9),
+            InlineExecutor(with_weights),
+            writer,
+            run_id="r",
+            tally=Tally(3),
+            save_weights=save,
+        ).run()
+    frame = read_lineage(tmp_path)
+    assert list(frame["status"]) == ["trained", "duplicate", "duplicate"]
+    assert events == ["weights 0", "row 0", "row 1", "row 2"]
+    assert kept == {0: frame.at[0, "genome_id"].encode()}

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from test_profile import small_genome
 
-from tvnsearch.evaluate import Task, evaluate
+from tvnsearch.clips import ClipSpec
+from tvnsearch.evaluate import Task, evaluate, prepared_data
 from tvnsearch.synth import SynthConfig, write_synth
 from tvnsearch.train import TrainConfig
+from tvnsearch.weights import load_model
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +43,19 @@ def test_the_same_task_is_prepared_once_per_process(task: Task, monkeypatch) -> 
     monkeypatch.setattr("tvnsearch.train.prepare_data", None)  # would fail if called again
     assert module.evaluate(small_genome(), task).status == "COMPLETE"
     assert Path(task.data_path).is_dir()
+
+
+def test_the_trained_weights_come_back_with_what_runs_them(task: Task, tmp_path) -> None:
+    evaluation = evaluate(small_genome(), task)
+    assert "weights" not in evaluation.measurements() and "weights" not in repr(evaluation)
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(evaluation.weights)
+    model, info = load_model(path)
+    assert info.genome == small_genome() and info.clip == ClipSpec.of(small_genome())
+    assert info.classes == prepared_data(task).dataset.classes and not info.multi_label
+    assert not model.training
+
+
+def test_weights_are_left_out_when_not_kept(task: Task) -> None:
+    evaluation = evaluate(small_genome(), dataclasses.replace(task, keep_weights=False))
+    assert evaluation.status == "COMPLETE" and evaluation.weights is None

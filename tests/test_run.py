@@ -18,6 +18,7 @@ from tvnsearch.genome import Genome
 from tvnsearch.lineage import LineageWriter, read_lineage
 from tvnsearch.run import create_run, run_search, run_status
 from tvnsearch.synth import SynthConfig, write_synth
+from tvnsearch.weights import read_weights, run_weights_path
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
 
@@ -64,6 +65,7 @@ def new_run(
     budget: int,
     constraints: str = "max_flops = 20_000_000",
     num_workers: int = 2,
+    overrides: tuple[str, ...] = (),
 ) -> Path:
     recipe = folder / "recipe.toml"
     recipe.write_text(
@@ -76,7 +78,7 @@ def new_run(
             num_workers=num_workers,
         )
     )
-    return create_run(recipe, results_dir=folder / "results")
+    return create_run(recipe, overrides, results_dir=folder / "results")
 
 
 def instant(genome: Genome, task: object) -> Evaluation:
@@ -161,3 +163,21 @@ def test_failing_and_dying_workers_are_recorded_and_the_search_goes_on(
 def test_a_recipe_that_does_not_fit_this_machine_names_the_field(tmp_path, data) -> None:
     run_dir = new_run(tmp_path, data, budget=2, constraints="max_cpu_ms = 5.0", num_workers=64)
     assert main(["resume", str(run_dir)]) == 2
+
+
+def test_a_search_keeps_the_weights_of_its_trained_candidates(searched_run) -> None:
+    frame = read_lineage(searched_run)
+    trained = frame[frame["status"] == "trained"]
+    kept = sorted(p.name for p in (searched_run / "weights").iterdir())
+    assert kept == sorted(f"candidate-{c}.safetensors" for c in trained["candidate_id"])
+    for _, row in trained.iterrows():
+        info = read_weights(run_weights_path(searched_run, row["candidate_id"])).info
+        assert info.genome.canonical_json == row["genome_json"] and info.num_classes == 9
+
+
+def test_keep_weights_false_trains_without_keeping_them(tmp_path, data, local_ray) -> None:
+    overrides = ("search.keep_weights=false",)
+    run_dir = new_run(tmp_path, data, budget=2, num_workers=1, overrides=overrides)
+    run_search(run_dir)
+    assert (read_lineage(run_dir)["status"] == "trained").any()
+    assert not (run_dir / "weights").exists()

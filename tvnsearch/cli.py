@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from tvnsearch.commands import add_run_parsers
 from tvnsearch.errors import InputError
 from tvnsearch.files import atomic_write_text
 from tvnsearch.genome import Genome, describe_block, load_genome
+from tvnsearch.inspect_commands import add_inspect_parsers
+from tvnsearch.model_commands import add_model_parsers
 from tvnsearch.plan import plan_network
 from tvnsearch.space import Report, load_space
 from tvnsearch.tvn_format import fits_tvn_format
@@ -57,10 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--space", required=True, help="search space TOML")
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(handler=cmd_validate)
-    _add_train_parser(sub)
+    add_model_parsers(sub)  # export, train
     _add_data_parser(sub)
     _add_profile_parser(sub)
     add_run_parsers(sub)
+    add_inspect_parsers(sub)  # pareto, lineage
     return parser
 
 
@@ -75,7 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -194,48 +204,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
     return value
-
-
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="partially train one genome on a video dataset; scores")
-    train.add_argument("genome", help="genome JSON (native or the published TVN format)")
-    train.add_argument("--data", required=True, help="class folders, or a .csv / .jsonl list")
-    train.add_argument("--iterations", type=_positive_int, default=1000)
-    train.add_argument("--batch-size", type=_positive_int, default=16)
-    train.add_argument("--seed", type=_non_negative_int, default=0)
-    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    train.add_argument("--num-workers", type=_non_negative_int, default=0, help="DataLoader")
-    train.add_argument("--cache-dir", help="decoded-frame cache (default: ~/.cache/tvnsearch)")
-    train.add_argument(
-        "--cache-size", type=_positive_int, default=128, help="cached frames' shorter side, px"
-    )
-    train.add_argument("--strict", action="store_true", help="stop at an unreadable video")
-    train.add_argument("--json", action="store_true", help="machine-readable output")
-    train.set_defaults(handler=cmd_train)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from tvnsearch.frame_cache import FrameCache, cache_dir
-    from tvnsearch.train import TrainConfig, check_device, prepare_data, train_genome
-
-    genome = load_genome(args.genome)
-    device = check_device(args.device)
-    cache = FrameCache(cache_dir(args.cache_dir), args.cache_size)
-    data = prepare_data(args.data, cache, strict=args.strict)
-    config = TrainConfig(
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=str(device),
-        num_workers=args.num_workers,
-    )
-    result = train_genome(genome, data, config)
-    if args.json:
-        skipped = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
-        print(json.dumps({"id": genome.id, **result.to_dict(), "skipped": skipped}, indent=2))
-    else:
-        print(f"genome {genome.id}: {result.summary()}")
-    return 0 if result.status == "COMPLETE" else 1
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:

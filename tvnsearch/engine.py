@@ -95,6 +95,8 @@ class Engine:
     flush_seconds: float = 5.0
     poll_seconds: float = 1.0
     clock: Callable[[], float] = time.monotonic
+    # Keeps a trained candidate's weights (candidate id, safetensors bytes); None drops them.
+    save_weights: Callable[[int, bytes], None] | None = None
     _ready: deque[Pending] = field(default_factory=deque, init=False)
     _running: dict[int, Pending] = field(default_factory=dict, init=False)
     _admitted: dict[str, int] = field(default_factory=dict, init=False)  # genome id: candidate
@@ -168,6 +170,9 @@ class Engine:
         status = Status.TRAINED if complete else Status.FAILED
         fitness = evaluation.fitness if complete else None
         result = self._result(status, fitness, measurements)
+        if complete and evaluation.weights is not None and self.save_weights is not None:
+            # Before the row: a lineage row of a trained candidate never lacks its weights.
+            self.save_weights(pending.candidate.candidate_id, evaluation.weights)
         self._tell(pending.candidate, result, pending.asked_at, measurements)
         genome_id = pending.candidate.genome.id
         del self._admitted[genome_id]

@@ -13,12 +13,15 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tvnsearch.genome import Genome
 
 if TYPE_CHECKING:
+    from torch.nn import Module
+
+    from tvnsearch.clips import ClipSpec
     from tvnsearch.recipe import RunConfig
     from tvnsearch.train import TrainConfig, TrainData
 
@@ -36,6 +39,7 @@ class Task:
     val_fraction: float
     split_seed: int
     train: TrainConfig
+    keep_weights: bool = True  # return the trained weights, for the driver to keep
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,13 @@ class Evaluation:
     mean_ap: float | None = None
     train_seconds: float | None = None
     worker_node: str | None = None  # host name and process id that trained it
+    # A safetensors file (``tvnsearch.weights``): tiny networks, so a few hundred KB at most.
+    weights: bytes | None = field(default=None, repr=False)
 
     def measurements(self) -> dict[str, float | str | None]:
         """The lineage columns this evaluation fills."""
         fields = dataclasses.asdict(self)
-        del fields["status"], fields["fitness"]
+        del fields["status"], fields["fitness"], fields["weights"]
         return fields
 
 
@@ -68,9 +74,12 @@ def evaluate(genome: Genome, task: Task) -> Evaluation:
     """Train ``genome`` on ``task`` and score it (see ``tvnsearch.train.train_genome``)."""
     started = time.perf_counter()
     try:
-        from tvnsearch.train import train_genome
+        from tvnsearch.train import train_model
 
-        result = train_genome(genome, prepared_data(task), task.train)
+        data = prepared_data(task)
+        result, model = train_model(genome, data, task.train)
+        keep = task.keep_weights and model is not None
+        weights = _weights(genome, result.clip, model, data) if keep else None
     except Exception as exc:  # the data, or a bug: a result for this candidate, not a crash
         seconds = time.perf_counter() - started
         return failed(f"{type(exc).__name__}: {exc}".splitlines()[0], train_seconds=seconds)
@@ -83,7 +92,15 @@ def evaluate(genome: Genome, task: Task) -> Evaluation:
         mean_ap=result.mean_ap,
         train_seconds=result.train_seconds,
         worker_node=worker_node(),
+        weights=weights,
     )
+
+
+def _weights(genome: Genome, clip: ClipSpec, model: Module, data: TrainData) -> bytes:
+    from tvnsearch.weights import ModelInfo, weights_bytes
+
+    ds = data.dataset
+    return weights_bytes(model, ModelInfo(genome, clip, ds.classes, ds.multi_label))
 
 
 def prepared_data(task: Task) -> TrainData:
@@ -115,4 +132,5 @@ def task_of(config: RunConfig) -> Task:
         val_fraction=data.val_fraction,
         split_seed=data.split_seed,
         train=config.train,
+        keep_weights=config.search.keep_weights,
     )

@@ -34,6 +34,7 @@ class SearchSection:
     strategy: str = "evolution"  # a name in tvnsearch.strategies.STRATEGIES
     seed: int = 0
     name: str = "search"  # the run folder is results/<name>-<timestamp>
+    keep_weights: bool = True  # trained weights in RUN/weights/, for export
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's keyword arguments
 
 
@@ -114,6 +115,15 @@ def recipe_from_dict(data: dict[str, Any], *, source: str) -> RunConfig:
         return RunConfig(constraints=constraints, **built)
     except InputError as exc:
         raise InputError(source, list(exc.problems)) from None
+
+
+def table_from_dict(data: dict[str, Any], name: str, cls: type, *, source: str) -> Any:
+    """One table of a recipe (``data["train"]`` as ``TrainConfig``...), every problem named."""
+    problems: list[Problem] = []
+    table = _section(data, name, cls, problems)
+    if problems:
+        raise InputError(source, problems)
+    return table
 
 
 def _section(data: dict[str, Any], name: str, cls: type, problems: list[Problem]) -> Any:

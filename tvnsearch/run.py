@@ -5,7 +5,9 @@ applied, paths absolute) and of the search space; ``run_search`` then runs it, a
 after an interruption: the strategy is rebuilt from the lineage alone (``Strategy.replay``), the
 candidates in flight at the crash are asked and run again, and nothing is told twice. A run
 folder holds all a resume needs: ``recipe.toml``, ``space.toml``, ``lineage/``, and the profiles
-measured so far (``profiles-cpu.json``), which spare a resume the measurements.
+measured so far (``profiles-cpu.json``), which spare a resume the measurements. It also keeps
+the weights of every trained candidate, ``weights/candidate-<id>.safetensors`` (unless
+``search.keep_weights`` is false), which ``tvnsearch export`` reads.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ runtime or memory budget needs no profiler (its constraints are counted), and ev
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -34,6 +35,7 @@ from tvnsearch.progress import Progress, Tally
 from tvnsearch.recipe import RunConfig
 from tvnsearch.run import FLUSH_SECONDS, RECIPE_FILE, profiled_devices
 from tvnsearch.strategies import Status, Strategy
+from tvnsearch.weights import save_run_weights
 
 MEASUREMENTS = (
     "reason",
@@ -93,6 +95,7 @@ def search(
                 known=known_of(frame),
                 progress=Progress(tally, stream=stream),
                 flush_seconds=FLUSH_SECONDS,
+                save_weights=partial(save_run_weights, run_dir),
             )
             return engine.run()
     finally:

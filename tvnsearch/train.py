@@ -149,6 +149,13 @@ class _Diverged(Exception):
 
 def train_genome(genome: Genome, data: TrainData, config: TrainConfig) -> TrainResult:
     """Train ``genome`` for ``config.iterations`` steps on ``data`` and score it."""
+    return train_model(genome, data, config)[0]
+
+
+def train_model(
+    genome: Genome, data: TrainData, config: TrainConfig
+) -> tuple[TrainResult, nn.Module | None]:
+    """As ``train_genome``, with the trained model (in eval mode) when the result is COMPLETE."""
     progress = _Progress()
     started = time.perf_counter()
     try:
@@ -166,12 +173,12 @@ def train_genome(genome: Genome, data: TrainData, config: TrainConfig) -> TrainR
         why = f"{type(exc).__name__}: {_first_line(exc)}"
     if progress.train_seconds == 0.0:
         progress.train_seconds = time.perf_counter() - started
-    return _result(genome, data, progress, "FAILED", why, {}, 0.0)
+    return _result(genome, data, progress, "FAILED", why, {}, 0.0), None
 
 
 def _train_and_score(
     genome: Genome, data: TrainData, config: TrainConfig, device: torch.device, progress: _Progress
-) -> TrainResult:
+) -> tuple[TrainResult, nn.Module | None]:
     dataset, clip = data.dataset, ClipSpec.of(genome)
     model = build_model(genome, dataset.num_classes).to(device)
     optimizer = torch.optim.AdamW(
@@ -211,8 +218,8 @@ def _train_and_score(
     eval_seconds = time.perf_counter() - started
     if math.isnan(scores["fitness"]):
         why = "no class has a positive video in the validation split, so mAP is undefined"
-        return _result(genome, data, progress, "FAILED", why, {}, eval_seconds)
-    return _result(genome, data, progress, "COMPLETE", None, scores, eval_seconds)
+        return _result(genome, data, progress, "FAILED", why, {}, eval_seconds), None
+    return _result(genome, data, progress, "COMPLETE", None, scores, eval_seconds), model
 
 
 def learning_rate_factor(step: int, *, total: int, warmup: int) -> float:

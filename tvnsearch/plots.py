@@ -1,0 +1,315 @@
+"""Plots of a run from its lineage: the Pareto front, and the search's progress.
+
+Each plot is written as a PNG (matplotlib, Agg) or as one self-contained HTML page (plotly, with
+plotly.js inlined: it opens without a network), chosen by the file's suffix. In the HTML, hovering
+a point shows the candidate, its genome and its measurements.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tvnsearch.errors import InputError
+from tvnsearch.files import atomic_write_bytes, atomic_write_text
+from tvnsearch.genome import describe_block, genome_from_dict
+from tvnsearch.pareto import MAXIMISE, OBJECTIVES, candidates, pareto_front
+from tvnsearch.strategies import Status
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+SUFFIXES = (".png", ".html")
+LABELS = {
+    "fitness": "fitness (top-1 + top-5)",
+    "top1": "top-1 accuracy",
+    "top5": "top-5 accuracy",
+    "mean_ap": "mean average precision",
+    "cpu_ms": "CPU runtime per clip (ms)",
+    "gpu_ms": "GPU runtime per clip (ms)",
+    "frame_ms": "runtime per frame (ms)",
+    "frames_per_second": "frames per second",
+    "params": "parameters",
+    "flops": "FLOPs per clip",
+    "memory_mb": "peak memory per clip (MiB)",
+}
+LOG_SCALE = {"params", "flops"}  # counts that span decades across a search space
+DEVICE_COLUMNS = {"cpu_ms": "cpu_device", "gpu_ms": "gpu_device"}
+FRONT_COLOUR = "#d62728"
+OTHER_COLOUR = "#9e9e9e"
+REJECTED_COLOUR = "#1f77b4"
+MAX_LABELS = 40  # front points named in a PNG; more would overlap into a smudge
+
+
+def axis_label(name: str, frame: pd.DataFrame) -> str:
+    """The axis title of an objective, with its unit."""
+    if name == "fitness" and frame["mean_ap"].notna().any():
+        return "fitness (mean average precision)"  # multi-label data is scored by mAP
+    return LABELS.get(name, name)
+
+
+def write_pareto_plot(frame: pd.DataFrame, objectives: Sequence[str], path: str | Path) -> Path:
+    """Plot every trained candidate over 2 or 3 objectives (x, y, colour) with the front
+    highlighted; a ``.png`` or a self-contained ``.html`` by the suffix of ``path``."""
+    rows = candidates(frame, objectives).reset_index(drop=True)
+    front_ids = set(pareto_front(frame, objectives)["candidate_id"].tolist())
+    on_front = rows["candidate_id"].isin(front_ids).to_numpy(dtype=bool)
+    writer = _pareto_png if _suffix(path) == ".png" else _pareto_html
+    writer(rows, on_front, tuple(objectives), Path(path), _title(frame, rows, on_front, objectives))
+    return Path(path)
+
+
+def write_progress_plot(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Plot the best fitness so far and the share rejected so far against candidates told."""
+    progress = progress_table(frame)
+    writer = _progress_png if _suffix(path) == ".png" else _progress_html
+    title = f"{_run_name(frame)}: progress of the search"
+    writer(progress, Path(path), title, axis_label("fitness", frame))
+    return Path(path)
+
+
+def progress_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate in the order told: ``told`` (1, 2, ...), its ``fitness`` (NaN unless
+    trained), ``best_fitness`` so far and ``rejected_share`` so far."""
+    # Rows are appended in the order told; a stable sort keeps that order for a frame reordered.
+    told = frame.sort_values("num_asked_at_tell", kind="stable")
+    status = told["status"].to_numpy(dtype=object, na_value="")
+    fitness = told["fitness"].to_numpy(dtype=np.float64, na_value=np.nan)
+    fitness = np.where(status == str(Status.TRAINED), fitness, np.nan)
+    count = np.arange(1, len(told) + 1)
+    return pd.DataFrame(
+        {
+            "told": count,
+            "candidate_id": told["candidate_id"].to_numpy(),
+            "fitness": fitness,
+            "best_fitness": pd.Series(fitness).cummax().ffill().to_numpy(),
+            "rejected_share": np.cumsum(status == str(Status.REJECTED)) / count,
+        }
+    )
+
+
+def hover_text(row: pd.Series) -> str:
+    """What hovering a candidate shows: id, genome, measurements; lines joined by ``<br>``."""
+    genome = genome_from_dict(
+        json.loads(row["genome_json"]), source=f"candidate {row['candidate_id']}"
+    )
+    lines = [
+        f"<b>candidate {row['candidate_id']}</b> (genome {row['genome_id']})",
+        f"{genome.resolution}x{genome.resolution} px, {genome.num_frames} frames, "
+        f"frame stride {genome.frame_stride}, pipelining depth {genome.pipeline_depth}",
+        *(f"block {i}: {describe_block(b)}" for i, b in enumerate(genome.blocks)),
+        f"fitness {_number(row['fitness'], '.4f')} (top-1 {_number(row['top1'], '.4f')}, "
+        f"top-5 {_number(row['top5'], '.4f')})",
+    ]
+    lines += [] if pd.isna(row["mean_ap"]) else [f"mAP {row['mean_ap']:.4f}"]
+    for column, device in DEVICE_COLUMNS.items():
+        if not pd.isna(row[column]):
+            lines.append(f"{column} {row[column]:.3f} on {row[device]}")
+    lines.append(
+        f"params {_number(row['params'], ',')}, FLOPs {_number(row['flops'], ',')}, "
+        f"memory {_number(row['memory_mb'], '.2f')} MiB"
+    )
+    return "<br>".join(lines)
+
+
+def _number(value: Any, spec: str) -> str:
+    return "-" if pd.isna(value) else format(value, spec)
+
+
+def _suffix(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(str(path), f"a plot must end in .png or .html, but got {suffix!r}")
+    return suffix
+
+
+def _run_name(frame: pd.DataFrame) -> str:
+    names = frame["run_id"].dropna().unique() if "run_id" in frame else []
+    return str(names[0]) if len(names) == 1 else "run"
+
+
+def _title(
+    frame: pd.DataFrame, rows: pd.DataFrame, on_front: np.ndarray, objectives: Sequence[str]
+) -> str:
+    num_front, num_rows = int(on_front.sum()), len(rows)
+    title = f"{_run_name(frame)}: {num_rows:,} trained candidates, {num_front:,} non-dominated"
+    for name in objectives:
+        if name in DEVICE_COLUMNS:
+            devices = rows[DEVICE_COLUMNS[name]].dropna().unique()
+            where = devices[0] if len(devices) == 1 else f"{len(devices)} different devices"
+            title += f"\n{name} measured on {where}"
+    return title
+
+
+def _write_png(path: Path, fig: Any) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _figure() -> Any:
+    # The Agg canvas directly: no pyplot state, no display needed, safe in any thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _pareto_png(
+    rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...], path: Path, title: str
+) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    x, y = (rows[n].to_numpy(dtype=np.float64) for n in objectives[:2])
+    if len(objectives) == 3:
+        _colour_by(fig, ax, rows, on_front, objectives)
+    else:
+        ax.scatter(x[~on_front], y[~on_front], s=22, c=OTHER_COLOUR, label="dominated")
+        order = np.argsort(x[on_front], kind="stable")
+        where = "pre" if _maximised(objectives[0]) else "post"
+        fx, fy = x[on_front][order], y[on_front][order]
+        ax.step(fx, fy, where=where, color=FRONT_COLOUR, linewidth=1.5, zorder=2)
+        dots = ax.scatter(fx, fy, s=55, c=FRONT_COLOUR, label="non-dominated", zorder=3)
+        dots.set(edgecolors="black")
+    labelled = on_front if on_front.sum() <= MAX_LABELS else np.zeros_like(on_front)
+    for ident, px, py in zip(rows["candidate_id"][labelled], x[labelled], y[labelled], strict=True):
+        ax.annotate(f"#{ident}", (px, py), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.set_xlabel(axis_label(objectives[0], rows))
+    ax.set_ylabel(axis_label(objectives[1], rows))
+    ax.set_xscale("log" if objectives[0] in LOG_SCALE else "linear")
+    ax.set_yscale("log" if objectives[1] in LOG_SCALE else "linear")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="best")
+    _write_png(path, fig)
+
+
+def _colour_by(
+    fig: Any, ax: Axes, rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...]
+) -> None:
+    from matplotlib.colors import LogNorm, Normalize
+
+    x, y, z = (rows[n].to_numpy(dtype=np.float64) for n in objectives)
+    norm = (LogNorm if objectives[2] in LOG_SCALE else Normalize)(z.min(), z.max())
+    style = {"cmap": "viridis", "norm": norm}
+    ax.scatter(x[~on_front], y[~on_front], c=z[~on_front], s=22, label="dominated", **style)
+    dots = ax.scatter(x[on_front], y[on_front], c=z[on_front], s=70, marker="D", **style)
+    dots.set(edgecolors="black", linewidths=1.2, zorder=3, label="non-dominated")
+    fig.colorbar(dots, ax=ax, label=axis_label(objectives[2], rows))
+
+
+def _pareto_html(
+    rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...], path: Path, title: str
+) -> None:
+    import plotly.graph_objects as go
+
+    texts = np.array([hover_text(row) for _, row in rows.iterrows()], dtype=object)
+    x, y = (rows[n].to_numpy(dtype=np.float64) for n in objectives[:2])
+    fig = go.Figure()
+    for name, mask in (("dominated", ~on_front), ("non-dominated", on_front)):
+        marker = _marker(rows, mask, objectives, front=name == "non-dominated")
+        hover = {"hovertext": texts[mask], "hovertemplate": "%{hovertext}<extra></extra>"}
+        fig.add_scatter(x=x[mask], y=y[mask], mode="markers", name=name, marker=marker, **hover)
+    if len(objectives) == 2:
+        order = np.argsort(x[on_front], kind="stable")
+        line = {"color": FRONT_COLOUR, "shape": "vh" if _maximised(objectives[0]) else "hv"}
+        fx, fy = x[on_front][order], y[on_front][order]
+        fig.add_scatter(x=fx, y=fy, mode="lines", name="front", line=line, hoverinfo="skip")
+    else:
+        colour_bar = {"title": axis_label(objectives[2], rows)}
+        if objectives[2] in LOG_SCALE:  # coloured by log10: label the ticks with the counts
+            colour_bar |= {
+                "tickvals": list(range(13)),
+                "ticktext": [f"{10**t:,}" for t in range(13)],
+            }
+        fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": colour_bar})
+    _layout_html(fig, rows, objectives, title)
+    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def _marker(
+    rows: pd.DataFrame, mask: np.ndarray, objectives: tuple[str, ...], *, front: bool
+) -> dict[str, Any]:
+    marker: dict[str, Any] = {"size": 13 if front else 8, "line": {"width": 1, "color": "black"}}
+    if len(objectives) == 2:
+        return marker | {"color": FRONT_COLOUR if front else OTHER_COLOUR}
+    z = rows[objectives[2]].to_numpy(dtype=np.float64)[mask]
+    z = np.log10(z) if objectives[2] in LOG_SCALE else z
+    marker |= {"color": z, "coloraxis": "coloraxis"}
+    return marker | ({"symbol": "diamond"} if front else {"opacity": 0.7})
+
+
+def _maximised(name: str) -> bool:
+    return OBJECTIVES[name] == MAXIMISE
+
+
+def _layout_html(fig: Any, rows: pd.DataFrame, objectives: Sequence[str], title: str) -> None:
+    axis_type = {n: "log" if n in LOG_SCALE else "linear" for n in objectives}
+    fig.update_layout(
+        title={"text": title.replace("\n", "<br><sup>") + ("</sup>" if "\n" in title else "")},
+        xaxis={"title": axis_label(objectives[0], rows), "type": axis_type[objectives[0]]},
+        yaxis={"title": axis_label(objectives[1], rows), "type": axis_type[objectives[1]]},
+        hoverlabel={"align": "left"},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.15},
+    )
+
+
+def _progress_png(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    told = progress["told"].to_numpy()
+    ax.scatter(told, progress["fitness"], s=14, c=OTHER_COLOUR, label="fitness of each trained")
+    ax.step(told, progress["best_fitness"], where="post", color=FRONT_COLOUR, label="best so far")
+    ax.set_xlabel("candidates evaluated (in the order told)")
+    ax.set_ylabel(fitness)
+    ax.grid(True, alpha=0.3)
+    share = ax.twinx()
+    rejected = progress["rejected_share"] * 100
+    style = {"color": REJECTED_COLOUR, "alpha": 0.6, "linewidth": 1}
+    share.plot(told, rejected, label="share rejected", **style)
+    share.set_ylabel("share rejected so far (%)", color=REJECTED_COLOUR)
+    share.set_ylim(0, 100)
+    handles = ax.get_legend_handles_labels()
+    more = share.get_legend_handles_labels()
+    # Below the axes: inside, it would hide points of one axis or the other.
+    fig.legend(handles[0] + more[0], handles[1] + more[1], loc="outside lower center", ncols=3)
+    ax.set_title(title, fontsize=11)
+    _write_png(path, fig)
+
+
+def _progress_html(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
+    import plotly.graph_objects as go
+
+    told = progress["told"]
+    best = [f"best so far {v:.4f}" if not math.isnan(v) else "" for v in progress["best_fitness"]]
+    each = {"customdata": progress["candidate_id"], "marker_color": OTHER_COLOUR}
+    each["hovertemplate"] = "candidate %{customdata}: fitness %{y:.4f}<extra></extra>"
+    best_line = {"line": {"color": FRONT_COLOUR, "shape": "hv"}, "text": best, "hoverinfo": "text"}
+    share = {"line_color": REJECTED_COLOUR, "yaxis": "y2", "mode": "lines"}
+    fig = go.Figure()
+    fig.add_scatter(x=told, y=progress["fitness"], mode="markers", name="each trained", **each)
+    fig.add_scatter(
+        x=told, y=progress["best_fitness"], name="best so far", mode="lines", **best_line
+    )
+    fig.add_scatter(x=told, y=progress["rejected_share"] * 100, name="share rejected", **share)
+    right = {"overlaying": "y", "side": "right", "range": [0, 100], "showgrid": False}
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"title": "candidates evaluated (in the order told)"},
+        yaxis={"title": fitness},
+        yaxis2={"title": "share rejected so far (%)", "tickmode": "linear", "dtick": 20, **right},
+        hovermode="x unified",
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.15},
+    )
+    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
