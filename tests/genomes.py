@@ -33,6 +33,10 @@ def block(**genes: object) -> Block:
 
 
 def genome(
-    *blocks: Block, resolution: int = 16, num_frames: int = 4, frame_stride: int = 1
+    *blocks: Block,
+    resolution: int = 16,
+    num_frames: int = 4,
+    frame_stride: int = 1,
+    pipeline_depth: int = 0,
 ) -> Genome:
-    return Genome(resolution, num_frames, frame_stride, 0, blocks or (PLAIN_BLOCK,))
+    return Genome(resolution, num_frames, frame_stride, pipeline_depth, blocks or (PLAIN_BLOCK,))

@@ -14,7 +14,7 @@ def random_genomes(num_per_space: int, seed: int, *, max_instances: int = 64) ->
     """Genomes of every space; few instances keep ``summarize`` (the reference) quick."""
     rng = random.Random(seed)
     genomes = []
-    for name in ("tvn", "tvn_mobile", "tiny"):
+    for name in ("tvn", "tvn_mobile", "tiny", "tiny_streaming"):
         space = load_space(SPACES_DIR / f"{name}.toml")
         samples = (space.sample(rng) for _ in range(1000))
         small = (g for g in samples if sum(b.num_repeats for b in g.blocks) <= max_instances)

@@ -208,6 +208,40 @@ def test_tvn_json_is_written_only_for_a_genome_the_format_expresses(tmp_path, ac
     assert "## Lineage" not in (folder / "MODEL_CARD.md").read_text()  # no run, no lineage
 
 
+STREAM_WITHOUT_TVNSEARCH = """
+import sys
+import numpy as np
+import torch
+folder, work = sys.argv[1:]
+stream = torch.jit.load(folder + "/stream.ts")
+clip = torch.from_numpy(np.load(work + "/clip.npy"))
+state = stream.initial_state(clip.shape[0])
+with torch.no_grad():
+    for frame in clip.unbind(2):
+        _, state = stream(frame, state)
+    np.save(work + "/stream.npy", stream.clip_logits(state).numpy())
+assert not [m for m in sys.modules if m.split(".")[0] == "tvnsearch"], "tvnsearch was imported"
+"""
+
+
+def test_a_pipelined_network_also_exports_its_frame_by_frame_step(tmp_path) -> None:
+    genome = make_genome(block(temporal_kernel=2, num_repeats=2), num_frames=4, pipeline_depth=1)
+    model = build_model(genome, 3).eval()
+    info = ModelInfo(genome, ClipSpec.of(genome), ("a", "b", "c"))
+    folder = tmp_path / "x"
+    card = base_card("x", info)
+    write_export(folder, weights_bytes(model, info), model, info, card, ("torchscript",))
+    assert card_of(folder)["checks"]["stream_max_abs_diff"] < TOLERANCE
+    clip = torch.randn(2, 3, 4, genome.resolution, genome.resolution)
+    np.save(tmp_path / "clip.npy", clip.numpy())
+    child = [sys.executable, "-c", STREAM_WITHOUT_TVNSEARCH, str(folder), str(tmp_path)]
+    done = subprocess.run(child, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with torch.no_grad():
+        expected = model(clip).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "stream.npy"), expected, atol=TOLERANCE)
+
+
 @pytest.mark.parametrize("axes", [(), ("--x", "params", "--y", "top5")])
 def test_export_pareto_writes_the_front(searched_run, tmp_path, capsys, axes) -> None:
     code, _, err = export_cli(

@@ -9,6 +9,7 @@ from tvnsearch import timing
 from tvnsearch.constraints import Constraints
 from tvnsearch.cost import count_cost
 from tvnsearch.device import device_signature
+from tvnsearch.engine import gate_measurements
 from tvnsearch.errors import InputError
 from tvnsearch.gate import Decision, Gate
 from tvnsearch.genome import Genome
@@ -221,3 +222,32 @@ def test_without_constraints_everything_is_admitted_and_measured() -> None:
     verdict = gate.check(small_genome())
     assert verdict.admitted and verdict.profiles[0].median_ms > 0
     assert dataclasses.replace(verdict, seconds=0).seconds == 0
+
+
+def test_frame_budgets_judge_the_measured_stream_and_fill_the_lineage() -> None:
+    piped = dataclasses.replace(small_genome(), pipeline_depth=1)
+    measured = Gate(Constraints(), num_classes=10, profilers={"cpu": Profiler(FAST)}).check(piped)
+    frame_ms = measured.profiles[0].frame_ms
+    assert frame_ms is not None and measured.profiles[0].frame_runs_ms
+
+    def check(**limits: float):
+        gate = Gate(Constraints(**limits), num_classes=10, profilers={"cpu": Profiler(FAST)})
+        return gate.check(piped)
+
+    too_slow = check(max_frame_ms=frame_ms / 10)
+    assert too_slow.decision == Decision.REJECTED and too_slow.constraint == "max_frame_ms"
+    assert too_slow.profiles and "max_frame_ms" in too_slow.reason
+    too_few = check(min_frames_per_second=10_000 * 1000 / frame_ms)
+    assert too_few.constraint == "min_frames_per_second" and too_few.value < too_few.limit
+    admitted = check(max_frame_ms=frame_ms * 10, min_frames_per_second=1000 / frame_ms / 10)
+    assert admitted.admitted
+    values = gate_measurements(admitted)
+    assert values["frame_ms"] == admitted.profiles[0].frame_ms
+    assert values["latency_frames"] == admitted.profiles[0].latency_frames >= 0
+
+
+def test_frame_budgets_need_a_profiler() -> None:
+    with pytest.raises(InputError, match="max_frame_ms"):
+        Gate(Constraints(max_frame_ms=5.0), num_classes=10)
+    with pytest.raises(InputError, match="min_frames_per_second"):
+        Constraints(min_frames_per_second=-1.0)

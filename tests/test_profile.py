@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 
 import pytest
 import torch
@@ -14,7 +16,14 @@ from tvnsearch.cost import count_cost
 from tvnsearch.device import check_device
 from tvnsearch.errors import InputError
 from tvnsearch.genome import Genome
-from tvnsearch.profile import PROBE_RUNS, Settings, Status, measure, profile_from_dict
+from tvnsearch.profile import (
+    PROBE_RUNS,
+    Settings,
+    Status,
+    describe_profile,
+    measure,
+    profile_from_dict,
+)
 
 FAST = Settings(warmup=PROBE_RUNS + 1, runs=5, min_seconds=0.0)
 
@@ -187,3 +196,15 @@ def test_short_networks_are_timed_for_at_least_min_seconds() -> None:
     settings = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.1)
     p = measure(small_genome(), 10, settings)
     assert p.runs > 3 and sum(p.runs_ms) >= 0.1 * 1000 * 0.8
+
+
+def test_a_pipelined_genome_is_also_timed_frame_by_frame() -> None:
+    settings = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0)
+    clip = measure(small_genome(), 10, settings)
+    piped = measure(dataclasses.replace(small_genome(), pipeline_depth=1), 10, settings)
+    assert clip.frame_runs_ms == () and clip.frame_ms == clip.median_ms  # reruns its clip
+    assert piped.status == Status.MEASURED and len(piped.frame_runs_ms) >= 3
+    assert piped.frame_ms == statistics.median(piped.frame_runs_ms) != piped.median_ms
+    assert piped.frames_per_second == pytest.approx(1000 / piped.frame_ms)
+    assert profile_from_dict(piped.to_dict()) == piped
+    assert "ms per frame" in describe_profile(piped)

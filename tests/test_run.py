@@ -14,7 +14,7 @@ from conftest import SPACES_DIR
 
 from tvnsearch.cli import main
 from tvnsearch.evaluate import Evaluation
-from tvnsearch.genome import Genome
+from tvnsearch.genome import Genome, genome_from_dict
 from tvnsearch.lineage import LineageWriter, read_lineage
 from tvnsearch.run import create_run, run_search, run_status
 from tvnsearch.synth import SynthConfig, write_synth
@@ -66,11 +66,12 @@ def new_run(
     constraints: str = "max_flops = 20_000_000",
     num_workers: int = 2,
     overrides: tuple[str, ...] = (),
+    space: str = "tiny",
 ) -> Path:
     recipe = folder / "recipe.toml"
     recipe.write_text(
         RECIPE.format(
-            space=SPACES_DIR / "tiny.toml",
+            space=SPACES_DIR / f"{space}.toml",
             data=data / "synth",
             cache=data / "frames",
             budget=budget,
@@ -181,3 +182,25 @@ def test_keep_weights_false_trains_without_keeping_them(tmp_path, data, local_ra
     run_search(run_dir)
     assert (read_lineage(run_dir)["status"] == "trained").any()
     assert not (run_dir / "weights").exists()
+
+
+def test_a_streaming_search_trains_pipelines_and_records_their_frame_times(
+    tmp_path, data, local_ray
+) -> None:
+    run_dir = new_run(
+        tmp_path,
+        data,
+        budget=6,
+        constraints="max_flops = 20_000_000\nmax_frame_ms = 50.0",
+        num_workers=1,
+        space="tiny_streaming",
+    )
+    run_search(run_dir)
+    frame = read_lineage(run_dir)
+    trained = frame[frame["status"] == "trained"]
+    depths = [genome_from_dict(json.loads(g)).pipeline_depth for g in trained["genome_json"]]
+    assert any(k > 0 for k in depths), depths  # pipelines were trained, not only clip networks
+    assert trained["fitness"].notna().all() and (trained["frame_ms"] <= 50.0).all()
+    assert (trained["frames_per_second"] * trained["frame_ms"]).round(6).eq(1000).all()
+    for k, latency in zip(depths, trained["latency_frames"], strict=True):
+        assert (latency > 0) if k > 0 else (latency == 0)

@@ -27,6 +27,8 @@ _EXPORTS = {
     "to_tvn_dict": "tvnsearch.tvn_format",
     "build_model": "tvnsearch.builder",
     "summarize": "tvnsearch.builder",
+    "build_streaming_model": "tvnsearch.streaming",
+    "measure_stream": "tvnsearch.stream_timing",
 }
 PUBLISHED = ("tvn1", "tvn2", "tvn3", "tvn4", "tvn_mobile_1", "tvn_mobile_2")
 

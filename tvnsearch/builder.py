@@ -15,6 +15,7 @@ normalisation, activations and element-wise ops are not counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,9 @@ from tvnsearch.layers import (
 )
 from tvnsearch.plan import POOLS, InstancePlan, OpPlan, Shape, plan_network
 
+if TYPE_CHECKING:
+    from tvnsearch.streaming import StreamingTVN
+
 DROPOUT = 0.5  # the paper's head
 
 
@@ -56,13 +60,21 @@ class TVN(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(genome: Genome, num_classes: int, *, dropout: float = DROPOUT) -> TVN:
+def build_model(
+    genome: Genome, num_classes: int, *, dropout: float = DROPOUT
+) -> TVN | StreamingTVN:
+    """The sequential TVN; with ``pipeline_depth`` k > 0, the causal network pipelined in stages
+    of k units (``tvnsearch.streaming``): same clip in, same logits shape out."""
+    if genome.pipeline_depth > 0:
+        from tvnsearch.streaming import build_streaming_model  # it builds on this module
+
+        return build_streaming_model(genome, num_classes, dropout=dropout)
     plan = plan_network(genome)
     blocks = []
     for b in range(len(genome.blocks)):
         blocks.append(nn.Sequential(*[build_instance(p) for p in plan.block_instances(b)]))
     model = TVN(blocks, Head(plan.out_shape[0], num_classes, dropout))
-    _init_weights(model)
+    init_weights(model)
     return model
 
 
@@ -122,7 +134,8 @@ def _temporal(op: OpPlan, c: int) -> list[nn.Module]:
     return _conv_bn(TemporalConv(c, op.width, op.kernel, op.stride), op.width, op.act)
 
 
-def _init_weights(model: TVN) -> None:
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convolutions, a small normal head (``model.head.fc``), zero biases."""
     if model.head.fc.weight.is_meta:  # shapes only: initialising is slow there and meaningless
         return
     for m in model.modules():

@@ -15,7 +15,17 @@ from tvnsearch.errors import InputError, Problem
 # The time budget that applies to a profiler of each device kind.
 TIME_LIMITS = {"cpu": "max_cpu_ms", "cuda": "max_gpu_ms"}
 _COUNTS = ("max_params", "max_flops")
-_FIELDS = ("max_cpu_ms", "max_gpu_ms", "max_params", "max_memory_mb", "max_flops")
+_FIELDS = (
+    "max_cpu_ms",
+    "max_gpu_ms",
+    "max_params",
+    "max_memory_mb",
+    "max_flops",
+    "max_frame_ms",
+    "min_frames_per_second",
+)
+# Budgets on a live stream, judged on the first profiled device (the CPU when it is profiled).
+FRAME_LIMITS = ("max_frame_ms", "min_frames_per_second")
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,10 @@ class Constraints:
     max_params: int | None = None
     max_memory_mb: float | None = None  # peak memory of one forward pass, model included
     max_flops: int | None = None
+    # Per new frame of a live stream: a pipelined network (pipeline_depth > 0) steps once per
+    # frame; a clip network reruns its whole clip (see tvnsearch.stream_timing).
+    max_frame_ms: float | None = None
+    min_frames_per_second: float | None = None
 
     def __post_init__(self) -> None:
         problems = _value_problems(dataclasses.asdict(self))

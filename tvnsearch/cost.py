@@ -33,25 +33,28 @@ def count_cost(genome: Genome, num_classes: int) -> Cost:
     num_blocks = len(genome.blocks)
     block_params, block_flops = [0] * num_blocks, [0] * num_blocks
     for p in plan.instances:
-        params, flops = instance_cost(p)
+        params, flops = instance_cost(p, per_frame=genome.pipeline_depth > 0)
         block_params[p.block] += params
         block_flops[p.block] += flops
     width = plan.out_shape[0]
     params = sum(block_params) + width * num_classes + num_classes
+    # A pipelined (causal) network's head classifies every output step, not the clip's mean.
+    head_steps = plan.out_shape[1] if genome.pipeline_depth > 0 else 1
     # While an instance runs, its input and its output are both alive, beside the weights.
     activations = max(_numel(p.in_shape) + _numel(p.out_shape) for p in plan.instances)
     return Cost(
         params=params,
-        flops=sum(block_flops) + 2 * width * num_classes,
+        flops=sum(block_flops) + 2 * width * num_classes * head_steps,
         min_memory_bytes=BYTES_PER_VALUE * (params + activations),
         block_params=tuple(block_params),
         block_flops=tuple(block_flops),
     )
 
 
-def instance_cost(p: InstancePlan) -> tuple[int, int]:
-    """(parameters, FLOPs) of one instance, step by step in the builder's order."""
-    counter = _Counter(p.in_shape)
+def instance_cost(p: InstancePlan, *, per_frame: bool = False) -> tuple[int, int]:
+    """(parameters, FLOPs) of one instance, step by step in the builder's order; ``per_frame``:
+    causal, so squeeze-excite and the context gate squeeze every frame on its own."""
+    counter = _Counter(p.in_shape, per_frame=per_frame)
     if p.expand_in:
         counter.conv(p.expand_in)
     if p.spatial:
@@ -89,9 +92,10 @@ def _spatial(counter: _Counter, op: OpPlan) -> None:
 class _Counter:
     """Running width, shape, parameters and FLOPs while walking one instance."""
 
-    def __init__(self, shape: Shape) -> None:
+    def __init__(self, shape: Shape, *, per_frame: bool = False) -> None:
         self.c, self.t, self.h, self.w = shape
         self.params = self.flops = 0
+        self.per_frame = per_frame
 
     def conv(self, width: int, *, kernel: int = 1, groups: int = 1) -> None:
         """A bias-free convolution to ``width`` then batch norm (scale and shift)."""
@@ -104,9 +108,10 @@ class _Counter:
         """1x1x1 convolutions with bias on the globally pooled vector (SE, context gate)."""
         widths = (width, self.c) if then_back else (width,)
         c_in = self.c
+        vectors = self.t if self.per_frame else 1
         for c_out in widths:
             self.params += c_in * c_out + c_out
-            self.flops += 2 * c_in * c_out
+            self.flops += 2 * c_in * c_out * vectors
             c_in = c_out
 
     def shortcut(self, c_in: int, *, positions: int) -> None:

@@ -210,6 +210,11 @@ def gate_measurements(verdict: Verdict) -> dict[str, Any]:
         "flops": verdict.flops,
         "profile_seconds": verdict.seconds,
     }
+    if verdict.profiles and verdict.profiles[0].frame_ms is not None:
+        first = verdict.profiles[0]  # where the gate judges frame budgets
+        values["frame_ms"] = first.frame_ms
+        values["frames_per_second"] = first.frames_per_second
+        values["latency_frames"] = first.latency_frames
     for profile in verdict.profiles:
         prefix = "cpu" if profile.device.kind == "cpu" else "gpu"
         values[f"{prefix}_ms"] = profile.median_ms

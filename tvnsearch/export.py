@@ -199,8 +199,19 @@ def _write_files(
     if "onnx" in formats:
         onnx_diff = _write_onnx(model, folder / "model.onnx", example, check)
         files["model.onnx"] = f"ONNX, input `clip`; onnxruntime max abs diff {onnx_diff:.2e}"
+    stream_diff = None
+    if "torchscript" in formats and info.genome.pipeline_depth > 0:
+        stream_diff = _write_stream(model, folder / "stream.ts", check)
+        files["stream.ts"] = (
+            "TorchScript, frame by frame: forward(frame, state) -> (logits, state), "
+            f"initial_state(batch_size), clip_logits(state); max abs diff {stream_diff:.2e}"
+        )
     files |= {"card.json": "this card, machine-readable", "MODEL_CARD.md": "this card"}
-    checks = {"torchscript_max_abs_diff": ts_diff, "onnx_max_abs_diff": onnx_diff}
+    checks = {
+        "torchscript_max_abs_diff": ts_diff,
+        "onnx_max_abs_diff": onnx_diff,
+        "stream_max_abs_diff": stream_diff,
+    }
     return {
         **card,
         "tvn_format": {"fits": tvn is not None, "why_not": why_not},
@@ -234,6 +245,22 @@ def _write_torchscript(model: nn.Module, path: Path, example: Tensor, check: Ten
         torch.jit.trace(model, example).save(str(path))
         loaded = torch.jit.load(str(path))
     return _max_abs_diff(loaded(check), model(check))
+
+
+@torch.no_grad()
+def _write_stream(model: nn.Module, path: Path, check: Tensor) -> float:
+    """A pipelined network's step function with explicit state, checked on a whole clip: its
+    clip logits after the last frame against the clip forward of the model."""
+    from tvnsearch.stream_export import export_stream
+
+    export_stream(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(path))
+    state = loaded.initial_state(check.shape[0])
+    for frame in check.unbind(2):
+        _, state = loaded(frame, state)
+    return _max_abs_diff(loaded.clip_logits(state), model(check))
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tvnsearch.constraints import TIME_LIMITS, Constraints, check_feasible
+from tvnsearch.constraints import FRAME_LIMITS, TIME_LIMITS, Constraints, check_feasible
 from tvnsearch.cost import Cost, count_cost
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.genome import Genome
@@ -117,7 +117,30 @@ class Gate:
             profiles += [profile] if profile is not None else []
             if verdict is not None:
                 return replace(verdict, profiles=tuple(profiles))
+        verdict = self._judge_stream(genome, cost, profiles[0]) if profiles else None
+        if verdict is not None:
+            return replace(verdict, profiles=tuple(profiles))
         return _verdict(genome, cost, Decision.ADMITTED, "measurement", profiles=tuple(profiles))
+
+    def _judge_stream(self, genome: Genome, cost: Cost, profile: Profile) -> Verdict | None:
+        """Frame budgets, on the first device profiled (the CPU when it is profiled)."""
+        c = self.constraints
+        frame_ms, fps = profile.frame_ms, profile.frames_per_second
+        if c.max_frame_ms is not None and frame_ms > c.max_frame_ms:
+            return _rejected(genome, cost, "measurement", "max_frame_ms", frame_ms, c.max_frame_ms)
+        if c.min_frames_per_second is not None and fps < c.min_frames_per_second:
+            name = "min_frames_per_second"
+            return _verdict(
+                genome,
+                cost,
+                Decision.REJECTED,
+                "measurement",
+                constraint=name,
+                value=fps,
+                limit=c.min_frames_per_second,
+                reason=f"{name}: {fps:,.6g} (measured) < limit {c.min_frames_per_second:,.6g}",
+            )
+        return None
 
     def _check_device(
         self, genome: Genome, cost: Cost, kind: str, profiler: Measurer
@@ -199,8 +222,11 @@ def _check_setup(
         for kind, name in TIME_LIMITS.items()
         if getattr(constraints, name) is not None and kind not in profilers
     ]
-    if constraints.max_memory_mb is not None and not profilers:
-        problems.append(Problem("max_memory_mb", "is set, but the gate has no profiler"))
+    problems += [
+        Problem(name, "is set, but the gate has no profiler")
+        for name in ("max_memory_mb", *FRAME_LIMITS)
+        if getattr(constraints, name) is not None and not profilers
+    ]
     problems += [
         Problem("profilers", f"unknown device kind {k!r}")
         for k in profilers

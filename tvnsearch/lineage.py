@@ -61,6 +61,9 @@ SCHEMA = pa.schema(
         pa.field("profile_seconds", pa.float64()),
         pa.field("train_seconds", pa.float64()),
         pa.field("worker_node", pa.string()),
+        pa.field("frame_ms", pa.float64()),
+        pa.field("frames_per_second", pa.float64()),
+        pa.field("latency_frames", pa.int64()),
     ]
 )
 # Nullable pandas dtypes: an integer column with a missing value stays an integer column.
@@ -103,6 +106,12 @@ class LineageRecord:
     profile_seconds: float | None = None
     train_seconds: float | None = None
     worker_node: str | None = None
+    # A live stream, on the first profiled device: milliseconds per new frame at steady state
+    # (a clip network, pipeline_depth 0, reruns its clip per frame), and how many frames behind
+    # the input the output is (the pipeline's delays).
+    frame_ms: float | None = None
+    frames_per_second: float | None = None
+    latency_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in tuple(Status):

@@ -68,6 +68,11 @@ class Profile:
     peak_memory_mb: float | None = None
     reason: str = ""
     seconds: float = 0.0  # wall time of the whole measurement, building the model included
+    # A live stream (``tvnsearch.stream_timing``, stages concurrent on ``threads`` cores):
+    # milliseconds per new frame, one entry per timed run, for a pipelined genome
+    # (pipeline_depth > 0); empty for a clip network, which reruns its clip per frame.
+    frame_runs_ms: tuple[float, ...] = ()
+    latency_frames: int = 0  # how many frames behind its input a pipeline's output is
 
     @property
     def median_ms(self) -> float | None:
@@ -79,6 +84,16 @@ class Profile:
             return 0.0 if self.runs_ms else None
         q1, _, q3 = statistics.quantiles(self.runs_ms, n=4, method="inclusive")
         return q3 - q1
+
+    @property
+    def frame_ms(self) -> float | None:
+        """Milliseconds per new frame of a live stream (a clip network: its clip runtime)."""
+        return statistics.median(self.frame_runs_ms) if self.frame_runs_ms else self.median_ms
+
+    @property
+    def frames_per_second(self) -> float | None:
+        frame_ms = self.frame_ms
+        return None if frame_ms is None else 1000.0 / frame_ms
 
     @property
     def runs(self) -> int:
@@ -103,6 +118,9 @@ class Profile:
             "reason": self.reason,
             "seconds": self.seconds,
             "runs_ms": list(self.runs_ms),
+            "frame_ms": self.frame_ms,
+            "frame_runs_ms": list(self.frame_runs_ms),
+            "latency_frames": self.latency_frames,
             "device": self.device.to_dict(),
         }
 
@@ -120,6 +138,8 @@ def profile_from_dict(data: dict[str, Any]) -> Profile:
         peak_memory_mb=data["peak_memory_mb"],
         reason=data["reason"],
         seconds=data["seconds"],
+        frame_runs_ms=tuple(data.get("frame_runs_ms", ())),  # caches from before streaming
+        latency_frames=data.get("latency_frames", 0),
     )
 
 
@@ -138,6 +158,8 @@ def measure(
     with timing.fixed_threads(settings.threads):
         try:
             fields = timing.time_genome(genome, num_classes, settings, cost, stop_above_ms)
+            if fields["status"] == Status.MEASURED and genome.pipeline_depth > 0:
+                fields.update(_stream_fields(genome, num_classes, settings))
         except Exception as exc:  # any failure of a candidate is a result, never a crash
             fields = timing.failure(exc, settings.device)
     return Profile(
@@ -149,6 +171,13 @@ def measure(
         seconds=time.perf_counter() - start,
         **fields,
     )
+
+
+def _stream_fields(genome: Genome, num_classes: int, settings: Settings) -> dict[str, Any]:
+    from tvnsearch.stream_timing import measure_stream
+
+    stream = measure_stream(genome, num_classes, settings, mode="concurrent")
+    return {"frame_runs_ms": stream.runs_ms, "latency_frames": stream.latency_frames}
 
 
 def describe_profile(p: Profile) -> str:
@@ -164,6 +193,11 @@ def describe_profile(p: Profile) -> str:
             f"(IQR {p.iqr_ms:.3f} ms, {100 * p.iqr_ms / p.median_ms:.1f}%)",
             f"  memory   {p.peak_memory_mb:.1f} MiB peak (weights, clip and forward pass)",
         ]
+        if p.frame_runs_ms:
+            lines.append(
+                f"  stream   {p.frame_ms:.3f} ms per frame ({p.frames_per_second:.0f} frames/s), "
+                f"stages concurrent; output {p.latency_frames} frame(s) behind"
+            )
     else:
         lines.append(f"  {p.status}: {p.reason or f'{p.runs} runs'}")
     return "\n".join([*lines, f"  params   {p.params:,}", f"  FLOPs    {p.flops / 1e9:.3f} G"])

@@ -110,8 +110,8 @@ def run_search(
 
 
 def profiled_devices(config: RunConfig, strategy: Strategy) -> list[str]:
-    """The devices the gate measures on: a time budget, a memory budget (measured on the CPU
-    unless a GPU is timed), or a runtime the strategy reads (NSGA-II's ``cpu_ms``)."""
+    """The devices the gate measures on: a time budget, a memory or frame budget (measured on
+    the CPU unless a GPU is timed), or a runtime the strategy reads (NSGA-II's ``cpu_ms``)."""
     c = config.constraints
     wanted = set(strategy.metric_names)
     devices = [
@@ -119,7 +119,8 @@ def profiled_devices(config: RunConfig, strategy: Strategy) -> list[str]:
         for kind, limit in TIME_LIMITS.items()
         if getattr(c, limit) is not None or limit.removeprefix("max_") in wanted
     ]
-    if not devices and (c.max_memory_mb is not None or "memory_mb" in wanted):
+    measured = ("max_memory_mb", "max_frame_ms", "min_frames_per_second")
+    if not devices and (any(getattr(c, n) is not None for n in measured) or "memory_mb" in wanted):
         devices = ["cpu"]
     return devices
 
