@@ -82,7 +82,7 @@ def only_rejected_run(searched_run: Path, tmp_path: Path) -> Path:
     [
         (["--x", "latency"], "command line: --x: must be one of"),
         (["--y", "cpu_ms"], "command line: --y: 'cpu_ms' is already an objective"),
-        (["--x", "frame_ms"], "lineage: --x: 'frame_ms' is not recorded"),
+        (["--x", "gpu_ms"], "lineage: --x: 'gpu_ms' was not measured in this run"),
         (["--plot", "out.svg"], "command line: --plot: must end in .png or .html"),
     ],
 )

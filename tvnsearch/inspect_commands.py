@@ -60,7 +60,12 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     if bad:
         raise InputError("command line", [Problem("--plot", f"must end in .png or .html: {bad}")])
     frame = read_run(args.run)
-    absent = [Problem(f, f"{n!r} is not recorded") for f, n in chosen if n not in frame.columns]
+    trained = frame[frame["status"] == "trained"]
+    absent = [
+        Problem(f, f"{n!r} was not measured in this run")
+        for f, n in chosen
+        if n not in frame.columns or (len(trained) and trained[n].isna().all())
+    ]
     if absent:
         raise InputError(f"{args.run}/lineage", absent)
     front = pareto_front(frame, objectives)

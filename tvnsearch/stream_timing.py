@@ -21,7 +21,6 @@ Modes, on ``Settings.threads`` cores:
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import statistics
 import time
@@ -45,7 +44,7 @@ from tvnsearch.pipeline import (
 from tvnsearch.profile import DEFAULT_SETTINGS, PROBE_RUNS, Settings
 from tvnsearch.stream_export import script_stream
 from tvnsearch.streaming import StreamingTVN, build_streaming_model
-from tvnsearch.timing import fixed_threads, keep_freed_memory
+from tvnsearch.timing import fixed_threads, keep_freed_memory, without_gc
 
 Mode = Literal["one_after_another", "concurrent"]
 MIN_FRAMES_PER_RUN = 8  # a barrier or a timer per run costs little beside eight frames
@@ -151,7 +150,7 @@ def time_stages(model: Any, frames: list[Tensor], settings: Settings) -> list[fl
     """Milliseconds per frame of every stage alone (median over runs of ``frames``)."""
     state = model.initial_state(1)
     runs: list[list[float]] = []
-    with torch.inference_mode(), _gc_paused():
+    with torch.inference_mode(), without_gc():
         for _ in range(max(settings.warmup, 2) + settings.runs):
             totals = [0.0] * model.num_stages
             for frame in frames:
@@ -218,7 +217,7 @@ def _time_runs(
             times.append((_now(frames[0]) - start) * 1000 / len(frames))
         return times
 
-    with torch.inference_mode(), _gc_paused():
+    with torch.inference_mode(), without_gc():
         timed(1)  # cold: allocations, kernel selection, the pipeline filling up
         probe = timed(PROBE_RUNS)
         if stop_above_ms is not None and min(probe) > stop_above_ms:
@@ -235,14 +234,3 @@ def _now(like: Tensor) -> float:
         torch.cuda.synchronize()
     return time.perf_counter()
 
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A collection inside a timed run is noise, not the network's cost (as timeit does).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

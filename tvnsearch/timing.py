@@ -82,7 +82,7 @@ def _time_runs(
 ) -> tuple[tuple[float, ...], bool]:
     keep_freed_memory()
     timer = _time_cuda if clip.is_cuda else _time_cpu
-    with torch.inference_mode(), _without_gc():
+    with torch.inference_mode(), without_gc():
         timer(model, clip, 1)  # cold: allocations, kernel selection
         probe = timer(model, clip, PROBE_RUNS)
         if stop_above_ms is not None and min(probe) > stop_above_ms:
@@ -129,7 +129,7 @@ def failure(exc: BaseException, device: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _without_gc() -> Iterator[None]:
+def without_gc() -> Iterator[None]:
     # As timeit does: a garbage collection inside a timed run is noise, not the network's cost.
     enabled = gc.isenabled()
     gc.disable()
