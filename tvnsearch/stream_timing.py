@@ -233,4 +233,3 @@ def _now(like: Tensor) -> float:
     if like.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter()
-
