@@ -13,7 +13,7 @@ from tvnsearch.space import SearchSpace
 ROOT = Path(__file__).resolve().parents[1]
 SPACES_DIR = ROOT / "search_spaces"
 PUBLISHED_DIR = ROOT / "tvnsearch" / "published"
-SPACE_NAMES = ("tvn", "tvn_mobile", "tiny")
+SPACE_NAMES = ("tvn", "tvn_mobile", "tiny", "tiny_streaming")
 
 
 @pytest.fixture(scope="session", params=SPACE_NAMES)

@@ -325,3 +325,24 @@ def test_linear_recomputes_densely_every_drift_steps(monkeypatch: pytest.MonkeyP
             x[0, step % 10] += 1.0
             assert torch.allclose(layer(x), linear(x), atol=1e-6)
     assert layer.stats("fc").num_dense == 3  # the first call, then after three residual steps
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_a_streaming_network_steps_exactly_with_delta_layers(depth) -> None:
+    from tvnsearch.streaming import build_streaming_model
+
+    one = block(spatial_kernel=3, temporal_kernel=2, num_filters=24, expansion=2, num_repeats=2)
+    g = genome(one, resolution=48, num_frames=8, pipeline_depth=depth)
+    torch.manual_seed(depth)
+    model = build_streaming_model(g, 5).eval()
+    delta = enable_delta(model, threshold=0.0)
+    frames = torch.randn(1, 3, 1, 48, 48).repeat(1, 1, 16, 1, 1)
+    frames[:, :, :, 8:14, 8:14] += torch.randn(1, 3, 16, 6, 6)  # one small moving patch
+    plain_state, delta_state = model.initial_state(1), model.initial_state(1)
+    with torch.no_grad():
+        for frame in frames.unbind(2):
+            expected, plain_state = model.step(frame, plain_state)
+            got, delta_state = delta.step(frame, delta_state)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    checked = [s for s in delta.summary().layers if s.num_checked]
+    assert checked and max(s.input_sparsity for s in checked) > 0.5  # sparse work was done

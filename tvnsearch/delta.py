@@ -69,6 +69,10 @@ class DeltaNetwork(nn.Module):
     def forward(self, *args: Tensor) -> Tensor:
         return self.model(*args)
 
+    def step(self, frame: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One frame of a streaming network (``tvnsearch.streaming.StreamingTVN.step``)."""
+        return self.model.step(frame, state)
+
     def reset(self) -> None:
         for layer in self.delta_layers.values():
             layer.reset()

@@ -88,12 +88,16 @@ def _time_runs(
         if stop_above_ms is not None and min(probe) > stop_above_ms:
             return probe, True
         timer(model, clip, max(settings.warmup - 1 - PROBE_RUNS, 0))
-        return timer(model, clip, _num_runs(settings, probe)), False
+        runs = timer(model, clip, _num_runs(settings.min_seconds * 1000, probe, settings.runs))
+        # A probe slowed by a passing load plans too few runs: top up to min_seconds.
+        while (missing_ms := settings.min_seconds * 1000 - sum(runs)) > 0:
+            runs += timer(model, clip, _num_runs(missing_ms, runs, 1))
+        return runs, False
 
 
-def _num_runs(settings: Settings, probe: tuple[float, ...]) -> int:
-    per_run_ms = max(statistics.median(probe), 1e-3)
-    return max(settings.runs, math.ceil(settings.min_seconds * 1000 / per_run_ms))
+def _num_runs(total_ms: float, seen: tuple[float, ...], at_least: int) -> int:
+    per_run_ms = max(statistics.median(seen), 1e-3)
+    return max(at_least, math.ceil(total_ms / per_run_ms))
 
 
 def _time_cpu(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
