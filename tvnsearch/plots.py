@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tvnsearch.errors import InputError
-from tvnsearch.files import atomic_write_bytes, atomic_write_text
+from tvnsearch.files import atomic_write_bytes
 from tvnsearch.genome import describe_block, genome_from_dict
 from tvnsearch.pareto import MAXIMISE, OBJECTIVES, candidates, pareto_front
 from tvnsearch.strategies import Status
@@ -61,7 +60,9 @@ def write_pareto_plot(frame: pd.DataFrame, objectives: Sequence[str], path: str 
     rows = candidates(frame, objectives).reset_index(drop=True)
     front_ids = set(pareto_front(frame, objectives)["candidate_id"].tolist())
     on_front = rows["candidate_id"].isin(front_ids).to_numpy(dtype=bool)
-    writer = _pareto_png if _suffix(path) == ".png" else _pareto_html
+    from tvnsearch.plots_html import pareto_html
+
+    writer = _pareto_png if _suffix(path) == ".png" else pareto_html
     writer(rows, on_front, tuple(objectives), Path(path), _title(frame, rows, on_front, objectives))
     return Path(path)
 
@@ -69,7 +70,9 @@ def write_pareto_plot(frame: pd.DataFrame, objectives: Sequence[str], path: str 
 def write_progress_plot(frame: pd.DataFrame, path: str | Path) -> Path:
     """Plot the best fitness so far and the share rejected so far against candidates told."""
     progress = progress_table(frame)
-    writer = _progress_png if _suffix(path) == ".png" else _progress_html
+    from tvnsearch.plots_html import progress_html
+
+    writer = _progress_png if _suffix(path) == ".png" else progress_html
     title = f"{_run_name(frame)}: progress of the search"
     writer(progress, Path(path), title, axis_label("fitness", frame))
     return Path(path)
@@ -175,7 +178,7 @@ def _pareto_png(
     else:
         ax.scatter(x[~on_front], y[~on_front], s=22, c=OTHER_COLOUR, label="dominated")
         order = np.argsort(x[on_front], kind="stable")
-        where = "pre" if _maximised(objectives[0]) else "post"
+        where = "pre" if maximised(objectives[0]) else "post"
         fx, fy = x[on_front][order], y[on_front][order]
         ax.step(fx, fy, where=where, color=FRONT_COLOUR, linewidth=1.5, zorder=2)
         dots = ax.scatter(fx, fy, s=55, c=FRONT_COLOUR, label="non-dominated", zorder=3)
@@ -207,63 +210,6 @@ def _colour_by(
     fig.colorbar(dots, ax=ax, label=axis_label(objectives[2], rows))
 
 
-def _pareto_html(
-    rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...], path: Path, title: str
-) -> None:
-    import plotly.graph_objects as go
-
-    texts = np.array([hover_text(row) for _, row in rows.iterrows()], dtype=object)
-    x, y = (rows[n].to_numpy(dtype=np.float64) for n in objectives[:2])
-    fig = go.Figure()
-    for name, mask in (("dominated", ~on_front), ("non-dominated", on_front)):
-        marker = _marker(rows, mask, objectives, front=name == "non-dominated")
-        hover = {"hovertext": texts[mask], "hovertemplate": "%{hovertext}<extra></extra>"}
-        fig.add_scatter(x=x[mask], y=y[mask], mode="markers", name=name, marker=marker, **hover)
-    if len(objectives) == 2:
-        order = np.argsort(x[on_front], kind="stable")
-        line = {"color": FRONT_COLOUR, "shape": "vh" if _maximised(objectives[0]) else "hv"}
-        fx, fy = x[on_front][order], y[on_front][order]
-        fig.add_scatter(x=fx, y=fy, mode="lines", name="front", line=line, hoverinfo="skip")
-    else:
-        colour_bar = {"title": axis_label(objectives[2], rows)}
-        if objectives[2] in LOG_SCALE:  # coloured by log10: label the ticks with the counts
-            colour_bar |= {
-                "tickvals": list(range(13)),
-                "ticktext": [f"{10**t:,}" for t in range(13)],
-            }
-        fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": colour_bar})
-    _layout_html(fig, rows, objectives, title)
-    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
-
-
-def _marker(
-    rows: pd.DataFrame, mask: np.ndarray, objectives: tuple[str, ...], *, front: bool
-) -> dict[str, Any]:
-    marker: dict[str, Any] = {"size": 13 if front else 8, "line": {"width": 1, "color": "black"}}
-    if len(objectives) == 2:
-        return marker | {"color": FRONT_COLOUR if front else OTHER_COLOUR}
-    z = rows[objectives[2]].to_numpy(dtype=np.float64)[mask]
-    z = np.log10(z) if objectives[2] in LOG_SCALE else z
-    marker |= {"color": z, "coloraxis": "coloraxis"}
-    return marker | ({"symbol": "diamond"} if front else {"opacity": 0.7})
-
-
-def _maximised(name: str) -> bool:
-    return OBJECTIVES[name] == MAXIMISE
-
-
-def _layout_html(fig: Any, rows: pd.DataFrame, objectives: Sequence[str], title: str) -> None:
-    axis_type = {n: "log" if n in LOG_SCALE else "linear" for n in objectives}
-    fig.update_layout(
-        title={"text": title.replace("\n", "<br><sup>") + ("</sup>" if "\n" in title else "")},
-        xaxis={"title": axis_label(objectives[0], rows), "type": axis_type[objectives[0]]},
-        yaxis={"title": axis_label(objectives[1], rows), "type": axis_type[objectives[1]]},
-        hoverlabel={"align": "left"},
-        template="plotly_white",
-        legend={"orientation": "h", "y": -0.15},
-    )
-
-
 def _progress_png(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
     fig = _figure()
     ax = fig.add_subplot()
@@ -287,29 +233,5 @@ def _progress_png(progress: pd.DataFrame, path: Path, title: str, fitness: str) 
     _write_png(path, fig)
 
 
-def _progress_html(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
-    import plotly.graph_objects as go
-
-    told = progress["told"]
-    best = [f"best so far {v:.4f}" if not math.isnan(v) else "" for v in progress["best_fitness"]]
-    each = {"customdata": progress["candidate_id"], "marker_color": OTHER_COLOUR}
-    each["hovertemplate"] = "candidate %{customdata}: fitness %{y:.4f}<extra></extra>"
-    best_line = {"line": {"color": FRONT_COLOUR, "shape": "hv"}, "text": best, "hoverinfo": "text"}
-    share = {"line_color": REJECTED_COLOUR, "yaxis": "y2", "mode": "lines"}
-    fig = go.Figure()
-    fig.add_scatter(x=told, y=progress["fitness"], mode="markers", name="each trained", **each)
-    fig.add_scatter(
-        x=told, y=progress["best_fitness"], name="best so far", mode="lines", **best_line
-    )
-    fig.add_scatter(x=told, y=progress["rejected_share"] * 100, name="share rejected", **share)
-    right = {"overlaying": "y", "side": "right", "range": [0, 100], "showgrid": False}
-    fig.update_layout(
-        title={"text": title},
-        xaxis={"title": "candidates evaluated (in the order told)"},
-        yaxis={"title": fitness},
-        yaxis2={"title": "share rejected so far (%)", "tickmode": "linear", "dtick": 20, **right},
-        hovermode="x unified",
-        template="plotly_white",
-        legend={"orientation": "h", "y": -0.15},
-    )
-    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+def maximised(name: str) -> bool:
+    return OBJECTIVES[name] == MAXIMISE
