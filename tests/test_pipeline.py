@@ -163,3 +163,12 @@ def test_measure_stream_stops_early_above_a_budget() -> None:
     g = pipelined(1, num_frames=4)
     timing = measure_stream(g, 5, QUICK, mode="one_after_another", stop_above_ms=1e-6)
     assert timing.stopped_early and len(timing.runs_ms) == PROBE_RUNS
+
+
+def test_measure_stream_times_at_least_min_seconds_of_frames() -> None:
+    g = pipelined(1, num_frames=4)
+    settings = dataclasses.replace(QUICK, min_seconds=0.2)
+    timing = measure_stream(g, 5, settings, mode="one_after_another")
+    frames_per_run = 8  # tvnsearch.stream_timing.MIN_FRAMES_PER_RUN, output rate 1
+    assert sum(timing.runs_ms) * frames_per_run >= 0.2 * 1000
+    assert len(timing.runs_ms) > QUICK.runs

@@ -41,10 +41,10 @@ from tvnsearch.pipeline import (
     assign_stages,
     worker_loads,
 )
-from tvnsearch.profile import DEFAULT_SETTINGS, PROBE_RUNS, Settings
+from tvnsearch.profile import DEFAULT_SETTINGS, Settings
 from tvnsearch.stream_export import script_stream
 from tvnsearch.streaming import StreamingTVN, build_streaming_model
-from tvnsearch.timing import fixed_threads, keep_freed_memory, without_gc
+from tvnsearch.timing import fixed_threads, keep_freed_memory, schedule_runs, without_gc
 
 Mode = Literal["one_after_another", "concurrent"]
 MIN_FRAMES_PER_RUN = 8  # a barrier or a timer per run costs little beside eight frames
@@ -208,24 +208,22 @@ def _time_runs(
     settings: Settings,
     stop_above_ms: float | None,
 ) -> tuple[tuple[float, ...], bool]:
-    def timed(num_runs: int) -> list[float]:
+    """Milliseconds per frame, one entry per run of ``frames``; the schedule is the profiler's
+    (``tvnsearch.timing.schedule_runs``), in whole runs of ``frames``."""
+
+    def timed(num_runs: int) -> tuple[float, ...]:  # milliseconds per run of all the frames
         nonlocal state
         times = []
         for _ in range(num_runs):
             start = _now(frames[0])
             _, state = run(frames, state)
-            times.append((_now(frames[0]) - start) * 1000 / len(frames))
-        return times
+            times.append((_now(frames[0]) - start) * 1000)
+        return tuple(times)
 
+    per_run = None if stop_above_ms is None else stop_above_ms * len(frames)
     with torch.inference_mode(), without_gc():
-        timed(1)  # cold: allocations, kernel selection, the pipeline filling up
-        probe = timed(PROBE_RUNS)
-        if stop_above_ms is not None and min(probe) > stop_above_ms:
-            return tuple(probe), True
-        timed(max(settings.warmup - 1 - PROBE_RUNS, 0))
-        per_run_ms = max(statistics.median(probe) * len(frames), 1e-3)
-        num_runs = max(settings.runs, math.ceil(settings.min_seconds * 1000 / per_run_ms))
-        return tuple(timed(num_runs)), False
+        runs_ms, stopped = schedule_runs(timed, settings, per_run)
+    return tuple(ms / len(frames) for ms in runs_ms), stopped
 
 
 def _now(like: Tensor) -> float:

@@ -14,7 +14,7 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -83,16 +83,25 @@ def _time_runs(
     keep_freed_memory()
     timer = _time_cuda if clip.is_cuda else _time_cpu
     with torch.inference_mode(), without_gc():
-        timer(model, clip, 1)  # cold: allocations, kernel selection
-        probe = timer(model, clip, PROBE_RUNS)
-        if stop_above_ms is not None and min(probe) > stop_above_ms:
-            return probe, True
-        timer(model, clip, max(settings.warmup - 1 - PROBE_RUNS, 0))
-        runs = timer(model, clip, _num_runs(settings.min_seconds * 1000, probe, settings.runs))
-        # A probe slowed by a passing load plans too few runs: top up to min_seconds.
-        while (missing_ms := settings.min_seconds * 1000 - sum(runs)) > 0:
-            runs += timer(model, clip, _num_runs(missing_ms, runs, 1))
-        return runs, False
+        return schedule_runs(lambda n: timer(model, clip, n), settings, stop_above_ms)
+
+
+def schedule_runs(
+    timer: Callable[[int], tuple[float, ...]], settings: Settings, stop_above_ms: float | None
+) -> tuple[tuple[float, ...], bool]:
+    """The timed runs of ``timer(n)`` (which times n runs, in ms each): a cold run, the probe,
+    the rest of the warm-up, then at least ``settings.runs`` runs and ``settings.min_seconds``;
+    ``(probe, True)`` when even the probe's fastest run is over ``stop_above_ms``."""
+    timer(1)  # cold: allocations, kernel selection
+    probe = timer(PROBE_RUNS)
+    if stop_above_ms is not None and min(probe) > stop_above_ms:
+        return probe, True
+    timer(max(settings.warmup - 1 - PROBE_RUNS, 0))
+    runs = timer(_num_runs(settings.min_seconds * 1000, probe, settings.runs))
+    # A probe slowed by a passing load plans too few runs: top up to min_seconds.
+    while (missing_ms := settings.min_seconds * 1000 - sum(runs)) > 0:
+        runs += timer(_num_runs(missing_ms, runs, 1))
+    return runs, False
 
 
 def _num_runs(total_ms: float, seen: tuple[float, ...], at_least: int) -> int:
