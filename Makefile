@@ -30,9 +30,12 @@ search: $(STAMP)
 	@test -f data/synth/synth.json || $(VENV)/bin/tvnsearch data synth --out data/synth
 	$(VENV)/bin/tvnsearch search runners/local.toml
 
+# Style (ruff) and the direction of dependence between the package's rooms (import-linter
+# contracts in pyproject.toml: layers, torch-free genomes and strategies, one Ray module, no cycles).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tvnsearch tests bench
 	$(VENV)/bin/ruff format --check tvnsearch tests bench
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

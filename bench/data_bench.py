@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tvnsearch.clips import ClipDataset, ClipSampler, ClipSpec, FrameReader
-from tvnsearch.data import Video
-from tvnsearch.frame_cache import FrameCache
-from tvnsearch.genome import Block, Genome
-from tvnsearch.synth import SynthConfig, write_synth
-from tvnsearch.train import TrainConfig, prepare_data, train_genome
-from tvnsearch.video import DecodedFrames, encode_video
+from tvnsearch.data.clips import ClipDataset, ClipSampler, ClipSpec, FrameReader
+from tvnsearch.data.datasets import Video
+from tvnsearch.data.frame_cache import FrameCache
+from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.data.video import DecodedFrames, encode_video
+from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.train.training import TrainConfig, prepare_data, train_genome
 
 RESULTS = Path(__file__).parent / "results" / "data_bench.json"
 
@@ -164,7 +164,7 @@ def temporal_against_one_frame(work: Path, seed: int, iterations: int) -> list[d
 
 
 def _row_text(row: dict) -> str:
-    if row["status"] != "COMPLETE":
+    if row["status"] != "trained":
         return f"  seed {row['seed']}  {row['genome']:<22} {row['status']}"
     return (
         f"  seed {row['seed']}  {row['genome']:<22} fitness {row['fitness']:.3f}  "

@@ -4,7 +4,7 @@
     every frame on a fixed background, for blob sizes giving 0-60 % of output positions to
     recompute; the share where the two cost the same is what ``MAX_SHARE`` is chosen from.
 (2) Networks: ``measure_delta`` on ``num_frames=1`` networks over a static-camera video (a disc
-    moving over a static textured background, ``tvnsearch.synth``), rendered (the background is
+    moving over a static textured background, ``tvnsearch.data.synth``), rendered (the background is
     bit-identical between frames) and through an MPEG-4 round trip (codec noise everywhere),
     at several thresholds; per-layer sparsity, work and time, and the end-to-end speedup over the
     batch-norm-folded dense network.
@@ -34,11 +34,11 @@ import torch
 from torch import nn
 
 from tvnsearch import build_model, load_space, published_genome
-from tvnsearch.delta_conv import DeltaConv2d
-from tvnsearch.delta_layers import MAX_SHARE, DeltaPolicy, LayerStats
-from tvnsearch.delta_measure import DeltaMeasurement, measure_delta, static_camera_frames
-from tvnsearch.genome import Block, Genome
-from tvnsearch.timing import keep_freed_memory
+from tvnsearch.delta.conv import DeltaConv2d
+from tvnsearch.delta.layers import MAX_SHARE, DeltaPolicy, LayerStats
+from tvnsearch.delta.measure import DeltaMeasurement, measure_delta, static_camera_frames
+from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.measure.timing import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "delta_bench.json"

@@ -35,17 +35,18 @@ from typing import Any
 
 import psutil
 
-from tvnsearch.constraints import Constraints
-from tvnsearch.device import cpu_model
-from tvnsearch.engine import Engine, InlineExecutor
-from tvnsearch.evaluate import Evaluation
-from tvnsearch.evolution import Evolution
-from tvnsearch.gate import Gate
-from tvnsearch.genome import Genome
-from tvnsearch.lineage import LineageWriter, read_lineage
-from tvnsearch.progress import Tally
-from tvnsearch.run import create_run, run_search
-from tvnsearch.space import load_space
+from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.space import load_space
+from tvnsearch.measure.constraints import Constraints
+from tvnsearch.measure.device import cpu_model
+from tvnsearch.measure.gate import Gate
+from tvnsearch.search.engine import Engine, InlineExecutor
+from tvnsearch.search.evolution import Evolution
+from tvnsearch.search.launch import run_search
+from tvnsearch.search.lineage import LineageWriter, read_lineage
+from tvnsearch.search.progress import Tally
+from tvnsearch.search.runs import create_run
+from tvnsearch.search.worker import Evaluation
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_runs import ROOT, TINY, WORK, cluster, kill, pace, quiet, recipe
@@ -117,7 +118,7 @@ def _fmt(value: Any) -> str:
 
 
 def instant(genome: Genome, task: object) -> Evaluation:
-    return Evaluation("COMPLETE", fitness=int(genome.id[:6], 16) % 1000 / 1000)
+    return Evaluation("trained", fitness=int(genome.id[:6], 16) % 1000 / 1000)
 
 
 # overhead ---------------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def _inline_overhead(options: dict) -> dict[str, Any]:
 
 
 def _ray_overhead(num: int) -> dict[str, Any]:
-    from tvnsearch.executors import Placement, RayExecutor, start_ray, stop_ray
+    from tvnsearch.search.executors import Placement, RayExecutor, start_ray, stop_ray
 
     start_ray(num_cpus=2)
     try:

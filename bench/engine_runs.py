@@ -20,9 +20,9 @@ from typing import Any
 
 import psutil
 
-from tvnsearch.lineage import read_lineage
-from tvnsearch.recipe import recipe_from_dict, recipe_toml
-from tvnsearch.synth import write_synth
+from tvnsearch.data.synth import write_synth
+from tvnsearch.search.lineage import read_lineage
+from tvnsearch.search.recipe import recipe_from_dict, recipe_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "engine"

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tvnsearch.device import cpu_model
-from tvnsearch.pareto import pareto_front
+from tvnsearch.inspect.pareto import pareto_front
+from tvnsearch.measure.device import cpu_model
 
 RESULTS = Path(__file__).parent / "results" / "pareto_bench.json"
 OBJECTIVES = (("fitness", "cpu_ms"), ("fitness", "cpu_ms", "params"))

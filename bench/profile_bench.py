@@ -39,20 +39,22 @@ import ray
 import torch
 
 from tvnsearch import published_genome
-from tvnsearch.affinity import pin_process, split_cores, usable_cores
-from tvnsearch.builder import build_model
-from tvnsearch.constraints import Constraints
-from tvnsearch.cost import count_cost
-from tvnsearch.device import cpu_model
-from tvnsearch.executors import start_profiler
-from tvnsearch.gate import Gate
-from tvnsearch.genome import Genome
-from tvnsearch.lookup_predictor import KernelTable, LookupPredictor
-from tvnsearch.mutation import mutate
-from tvnsearch.predictor import Accuracy, LatencyPredictor, Predictor, accuracy
-from tvnsearch.profile import Profile, Settings, Status, measure
-from tvnsearch.profiler import Profiler
-from tvnsearch.space import SearchSpace, load_space
+from tvnsearch.genome.cost import count_cost
+from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.mutation import mutate
+from tvnsearch.genome.space import SearchSpace, load_space
+from tvnsearch.measure.affinity import pin_process, split_cores, usable_cores
+from tvnsearch.measure.constraints import Constraints
+from tvnsearch.measure.device import cpu_model
+from tvnsearch.measure.gate import Gate
+from tvnsearch.measure.lookup_predictor import KernelTable, LookupPredictor
+from tvnsearch.measure.measurement import measure
+from tvnsearch.measure.predictor import Accuracy, LatencyPredictor, Predictor, accuracy
+from tvnsearch.measure.profile import Profile, Settings
+from tvnsearch.measure.profiler import Profiler
+from tvnsearch.models.builder import build_model
+from tvnsearch.search.executors import start_profiler
+from tvnsearch.status import Status
 
 RESULTS = Path(__file__).parent / "results" / "profile_bench.json"
 SPACES = Path(__file__).parents[1] / "search_spaces"
@@ -352,7 +354,7 @@ def _child(parent: Genome, spaces: dict[str, SearchSpace], rng: random.Random) -
 
 def _median_in_range(profile: Profile) -> float | None:
     """The median runtime, if within 5-200 ms: the range the targets are stated for."""
-    ok = profile.status == Status.MEASURED and 5 <= profile.median_ms <= 200
+    ok = profile.status == Status.ADMITTED and 5 <= profile.median_ms <= 200
     return profile.median_ms if ok else None
 
 

@@ -43,18 +43,19 @@ from typing import Any
 import torch
 
 from tvnsearch import build_model, load_space
-from tvnsearch.cost import count_cost
-from tvnsearch.delta_measure import DeltaMeasurement, measure_delta, static_camera_frames
-from tvnsearch.device import cpu_model
-from tvnsearch.frame_cache import FrameCache
-from tvnsearch.genome import Block, Genome
-from tvnsearch.pipeline import OneAfterAnother, ThreadedPipeline
-from tvnsearch.profile import Settings, measure
-from tvnsearch.stream_timing import StreamTiming, measure_stream
-from tvnsearch.streaming import build_streaming_model
-from tvnsearch.synth import SynthConfig, write_synth
-from tvnsearch.timing import fixed_threads
-from tvnsearch.train import TrainConfig, prepare_data, train_genome
+from tvnsearch.data.frame_cache import FrameCache
+from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.delta.measure import DeltaMeasurement, measure_delta, static_camera_frames
+from tvnsearch.genome.cost import count_cost
+from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.measure.device import cpu_model
+from tvnsearch.measure.measurement import measure
+from tvnsearch.measure.profile import Settings
+from tvnsearch.measure.stream_timing import StreamTiming, measure_stream
+from tvnsearch.measure.timing import fixed_threads
+from tvnsearch.models.pipeline import OneAfterAnother, ThreadedPipeline
+from tvnsearch.models.streaming import build_streaming_model
+from tvnsearch.train.training import TrainConfig, prepare_data, train_genome
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "streaming_bench.json"

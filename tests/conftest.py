@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tvnsearch import PUBLISHED, load_space
-from tvnsearch.space import SearchSpace
+from tvnsearch.genome.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES_DIR = ROOT / "search_spaces"
-PUBLISHED_DIR = ROOT / "tvnsearch" / "published"
+PUBLISHED_DIR = ROOT / "tvnsearch" / "genome" / "published"
 SPACE_NAMES = ("tvn", "tvn_mobile", "tiny", "tiny_streaming")
 
 
@@ -66,7 +66,7 @@ max_retries = 1
 def searched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of a real small search (evolution on embedded Ray, real training), made
     once per test session by the command line in its own process; tests must not change it."""
-    from tvnsearch.synth import SynthConfig, write_synth
+    from tvnsearch.data.synth import SynthConfig, write_synth
 
     root = tmp_path_factory.mktemp("searched")
     write_synth(root / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvnsearch.genome import Block, Genome
+from tvnsearch.genome.genes import Block, Genome
 
 PLAIN_BLOCK = Block(
     spatial_type="std",
@@ -40,3 +40,19 @@ def genome(
     pipeline_depth: int = 0,
 ) -> Genome:
     return Genome(resolution, num_frames, frame_stride, pipeline_depth, blocks or (PLAIN_BLOCK,))
+
+
+def small_genome(*, non_local_width: int = 0, num_filters: int = 8, resolution: int = 32) -> Genome:
+    one = block(
+        spatial_stride=2,
+        temporal_kernel=2,
+        num_filters=num_filters,
+        expansion=2,
+        squeeze_ratio=0.25,
+        context_gate=True,
+        non_local_width=non_local_width,
+        skip=True,
+        act="swish",
+        num_repeats=2,
+    )
+    return genome(one, resolution=resolution, num_frames=4)

@@ -1,7 +1,7 @@
 """An independent, literal reading of SEMANTICS.md (reference folder) over the published JSON.
 
-Written apart from tvnsearch.plan/builder on purpose: it walks the published dict directly and
-counts trainable parameters step by step, so the tests compare two readings of the same text.
+Written apart from tvnsearch.genome.plan/builder on purpose: it walks the published dict directly
+and counts trainable parameters step by step, so the tests compare two readings of the same text.
 """
 
 from __future__ import annotations

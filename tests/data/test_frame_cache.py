@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tvnsearch.data.frame_cache as frame_cache
+from tvnsearch.data.frame_cache import FrameCache, cache_dir
+from tvnsearch.data.video import decode_video, encode_video
+from tvnsearch.errors import InputError
+
+
+def frames(num_frames: int, height: int, width: int, shift: int = 0) -> np.ndarray:
+    y = np.linspace(0, 90, height)[:, None, None]
+    x = np.linspace(0, 90, width)[None, :, None]
+    return np.stack(
+        [np.clip(y + x + 15 * i + shift + np.array([0, 40, 80]), 0, 255) for i in range(num_frames)]
+    ).astype(np.uint8)
+
+
+@pytest.fixture
+def videos(tmp_path) -> dict[str, Path]:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    paths = {
+        "wide": folder / "wide.mp4",
+        "odd": folder / "odd.mkv",
+        "one": folder / "one.avi",
+        "corrupt": folder / "corrupt.mp4",
+        "empty": folder / "empty.webm",
+        "missing": folder / "missing.mp4",
+    }
+    encode_video(paths["wide"], frames(8, 48, 96))
+    encode_video(paths["odd"], frames(5, 37, 53), codec="ffv1", pix_fmt="yuv444p")
+    encode_video(paths["one"], frames(1, 40, 40), codec="mjpeg", pix_fmt="yuvj420p")
+    paths["corrupt"].write_bytes(os.urandom(3000))
+    paths["empty"].write_bytes(b"")
+    return paths
+
+
+def test_index_caches_readable_videos_and_skips_the_others_once(tmp_path, videos, caplog) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    with caplog.at_level(logging.WARNING, logger="tvnsearch.data.frame_cache"):
+        index = cache.index(videos.values(), num_workers=2)
+    assert {p.name for p in index.entries} == {"wide.mp4", "odd.mkv", "one.avi"}
+    assert sorted(s.path.name for s in index.skipped) == [
+        "corrupt.mp4",
+        "empty.webm",
+        "missing.mp4",
+    ]
+    assert all(s.reason for s in index.skipped)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and all("skipping unreadable video" in m for m in messages)
+    wide = index.entries[videos["wide"]]
+    assert (wide.num_frames, wide.height, wide.width) == (8, 24, 48)
+    assert index.num_frames(videos["one"]) == 1
+    odd = index.entries[videos["odd"]]
+    assert (odd.height, odd.width) == (24, 34)  # 37x53 with the shorter side shrunk to 24
+
+
+def test_cached_frames_equal_a_fresh_decode(tmp_path, videos) -> None:
+    index = FrameCache(tmp_path / "cache", short_side=24).index([videos["wide"]])
+    expected = decode_video(videos["wide"], short_side=24)
+    got = index.read(videos["wide"], [0, 3, 3, 7])
+    assert got.dtype == np.uint8 and np.array_equal(got, expected[[0, 3, 3, 7]])
+    file = index.entries[videos["wide"]].file
+    assert file.suffix == ".npy" and isinstance(np.load(file, mmap_mode="r"), np.memmap)
+
+
+def test_a_second_index_decodes_nothing(tmp_path, videos, monkeypatch) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    first = cache.index(videos.values())
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(frame_cache, "decode_video", no_decoding)
+    second = cache.index(videos.values())
+    assert second.entries == first.entries
+    # Corrupt and empty files left a note; a missing one has nothing to key a note on.
+    assert second.skipped == first.skipped
+
+
+def test_a_changed_video_is_decoded_again(tmp_path, videos) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    before = cache.entry(videos["wide"])
+    encode_video(videos["wide"], frames(6, 48, 96, shift=50))
+    after = cache.entry(videos["wide"])
+    assert after.file != before.file and after.num_frames == 6
+
+
+def test_the_cache_resolution_is_part_of_the_key(tmp_path, videos) -> None:
+    small = FrameCache(tmp_path / "cache", short_side=24).entry(videos["wide"])
+    full = FrameCache(tmp_path / "cache", short_side=128).entry(videos["wide"])
+    assert small.file != full.file and (full.height, full.width) == (48, 96)
+
+
+def test_strict_mode_names_every_unreadable_video(tmp_path, videos) -> None:
+    cache = FrameCache(tmp_path / "cache")
+    with pytest.raises(InputError) as info:
+        cache.index(videos.values(), strict=True, source="list.csv")
+    lines = info.value.lines()
+    assert len(lines) == 3 and all(line.startswith("list.csv: ") for line in lines)
+    assert any(str(videos["corrupt"]) in line for line in lines)
+
+
+def test_concurrent_writers_leave_one_complete_entry_and_no_temporary_files(
+    tmp_path, videos
+) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    with ThreadPoolExecutor(4) as pool:
+        entries = list(pool.map(cache.entry, [videos["wide"]] * 8))
+    assert len({e.file for e in entries}) == 1
+    files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert [p.suffix for p in files] == [".npy"]
+
+
+def test_cache_dir_default_and_choice(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "tvnsearch" / "frames"
+    assert cache_dir("elsewhere") == Path("elsewhere")
+
+
+def test_a_damaged_entry_is_decoded_again(tmp_path, videos) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    entry = cache.entry(videos["wide"])
+    frame_cache.open_frames.cache_clear()
+    entry.file.write_bytes(b"\x93NUMPY garbage")
+    again = cache.entry(videos["wide"])
+    assert again == entry and np.array_equal(
+        np.load(again.file), decode_video(videos["wide"], short_side=24)
+    )
+
+
+def test_an_unwritable_cache_folder_is_an_input_error(tmp_path, videos) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="cannot create the frame cache"):
+        FrameCache(tmp_path / "file" / "cache").index([videos["wide"]])

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+
+import pytest
+import torch
+from genomes import small_genome
+from torch import nn
+
+from tvnsearch.cli.main import main
+from tvnsearch.errors import InputError
+from tvnsearch.genome.cost import count_cost
+from tvnsearch.measure import timing
+from tvnsearch.measure.device import check_device
+from tvnsearch.measure.measurement import measure
+from tvnsearch.measure.profile import (
+    PROBE_RUNS,
+    Settings,
+    Status,
+    describe_profile,
+    profile_from_dict,
+)
+
+FAST = Settings(warmup=PROBE_RUNS + 1, runs=5, min_seconds=0.0)
+
+
+class Raising(nn.Module):
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.exc
+
+
+def test_a_measurement_has_every_figure_and_the_device() -> None:
+    g = small_genome()
+    p = measure(g, 10, FAST)
+    cost = count_cost(g, 10)
+    assert p.status == Status.ADMITTED and p.reason == ""
+    assert p.runs == FAST.runs and all(ms > 0 for ms in p.runs_ms)
+    assert min(p.runs_ms) <= p.median_ms <= max(p.runs_ms) and p.iqr_ms >= 0
+    assert (p.params, p.flops) == (cost.params, cost.flops)
+    assert p.threads == FAST.threads == p.device.threads
+    assert p.device.kind == "cpu" and p.device.torch_version == torch.__version__
+    assert p.device.name and p.genome_id == g.id
+    assert cost.min_memory_bytes / 2**20 <= p.peak_memory_mb < 64
+
+
+def test_thread_count_is_fixed_while_measuring_and_restored_after(monkeypatch) -> None:
+    seen = []
+    real = timing._time_cpu
+    monkeypatch.setattr(
+        timing, "_time_cpu", lambda *a: seen.append(torch.get_num_threads()) or real(*a)
+    )
+    before = torch.get_num_threads()
+    measure(small_genome(), 10, Settings(threads=2, warmup=PROBE_RUNS + 1, runs=2, min_seconds=0.0))
+    assert set(seen) == {2} and torch.get_num_threads() == before
+
+
+def test_peak_memory_includes_the_attention_matrix_inside_the_kernel() -> None:
+    # 16x16 after the stride, 4 frames: the non-local layer's N x N matrix alone is 4 MiB.
+    without = measure(small_genome(), 10, FAST)
+    with_attention = measure(small_genome(non_local_width=4), 10, FAST)
+    n = 4 * 16 * 16
+    assert with_attention.peak_memory_mb - without.peak_memory_mb >= 4 * n * n / 2**20
+
+
+def test_probe_over_the_limit_stops_early_without_the_full_measurement() -> None:
+    p = measure(small_genome(), 10, FAST, stop_above_ms=1e-6)
+    assert p.status == Status.REJECTED and p.stopped_early and not p.out_of_memory
+    assert p.runs == PROBE_RUNS < FAST.runs and p.peak_memory_mb is None
+    full = measure(small_genome(), 10, FAST, stop_above_ms=1e6)
+    assert full.status == Status.ADMITTED and full.runs == FAST.runs
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "out_of_memory"),
+    [
+        (ValueError("broken layer"), Status.FAILED, False),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+            Status.REJECTED,
+            True,
+        ),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory"), Status.REJECTED, True),
+        (MemoryError(), Status.REJECTED, True),
+    ],
+)
+def test_errors_while_measuring_become_records(monkeypatch, exc, status, out_of_memory) -> None:
+    monkeypatch.setattr(timing, "build_model", lambda genome, num_classes: Raising(exc))
+    p = measure(small_genome(), 10, FAST)
+    assert p.status == status and p.median_ms is None and p.runs == 0
+    assert p.out_of_memory == out_of_memory
+    assert type(exc).__name__ in p.reason
+    assert p.params == count_cost(small_genome(), 10).params
+
+
+def test_a_network_too_large_for_memory_is_not_built(monkeypatch) -> None:
+    monkeypatch.setattr(timing, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(timing, "build_model", lambda *a: pytest.fail("must not be built"))
+    p = measure(small_genome(), 10, FAST)
+    assert p.out_of_memory and "MiB free" in p.reason
+
+
+def test_records_survive_a_round_trip_through_json_data() -> None:
+    p = measure(small_genome(), 10, FAST)
+    again = profile_from_dict(p.to_dict())
+    assert again == p and again.to_dict()["median_ms"] == p.median_ms
+
+
+def test_median_and_spread_are_computed_from_the_runs() -> None:
+    p = measure(small_genome(), 10, FAST)
+    fake = profile_from_dict({**p.to_dict(), "runs_ms": [4.0, 1.0, 3.0, 2.0, 100.0]})
+    assert fake.median_ms == 3.0 and fake.iqr_ms == 2.0
+
+
+def test_asking_for_a_missing_gpu_names_the_field() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(InputError, match="device: cuda was asked for"):
+        check_device("cuda", 1, source="profiler")
+    with pytest.raises(InputError, match="threads: must be >= 1"):
+        check_device("cpu", 0, source="profiler")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_measurement_times_kernels_and_reports_the_gpu() -> None:
+    g = small_genome(num_filters=32, resolution=64)
+    p = measure(g, 10, Settings(device="cuda", warmup=PROBE_RUNS + 2, runs=10, min_seconds=0.0))
+    assert p.status == Status.ADMITTED and p.device.kind == "cuda"
+    assert p.device.name == torch.cuda.get_device_name()
+    assert p.median_ms > 0 and p.peak_memory_mb >= count_cost(g, 10).min_memory_bytes / 2**20
+
+
+def test_cli_prints_the_figures_and_json_with_the_median(capsys, tmp_path) -> None:
+    path = tmp_path / "g.json"
+    path.write_text(small_genome().to_json())
+    code = main(
+        [
+            "profile",
+            str(path),
+            "--runs",
+            "3",
+            "--min-seconds",
+            "0",
+            "--warmup",
+            "1",
+            "--num-classes",
+            "10",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "ms per clip, median of 3 runs" in out and "MiB peak" in out
+    code = main(
+        ["profile", str(path), "--json", "--runs", "3", "--min-seconds", "0", "--threads", "2"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["median_ms"] > 0 and data["runs"] == 3 and data["threads"] == 2
+    assert data["params"] == count_cost(small_genome(), 400).params
+    assert data["device"]["torch_version"] == torch.__version__
+
+
+def test_cli_without_a_gpu_exits_2_naming_the_option(capsys, tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    path = tmp_path / "g.json"
+    path.write_text(small_genome().to_json())
+    assert main(["profile", str(path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "tvnsearch profile: command line: device: cuda was asked for, "
+        "but no CUDA GPU is available\n"
+    )
+
+
+def test_short_networks_are_timed_for_at_least_min_seconds() -> None:
+    settings = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.1)
+    p = measure(small_genome(), 10, settings)
+    assert p.runs > 3 and sum(p.runs_ms) >= 0.1 * 1000 * 0.8
+
+
+def test_a_pipelined_genome_is_also_timed_frame_by_frame() -> None:
+    settings = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0)
+    clip = measure(small_genome(), 10, settings)
+    piped = measure(dataclasses.replace(small_genome(), pipeline_depth=1), 10, settings)
+    assert clip.frame_runs_ms == () and clip.frame_ms == clip.median_ms  # reruns its clip
+    assert piped.status == Status.ADMITTED and len(piped.frame_runs_ms) >= 3
+    assert piped.frame_ms == statistics.median(piped.frame_runs_ms) != piped.median_ms
+    assert piped.frames_per_second == pytest.approx(1000 / piped.frame_ms)
+    assert profile_from_dict(piped.to_dict()) == piped
+    assert "ms per frame" in describe_profile(piped)

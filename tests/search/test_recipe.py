@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tvnsearch.cli.main import main
+from tvnsearch.errors import InputError
+from tvnsearch.measure.constraints import Constraints
+from tvnsearch.search.recipe import load_recipe, recipe_from_dict, recipe_toml
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = """
+[search]
+space = "spaces/tiny.toml"
+budget = 10
+[search.options]
+initial_size = 4
+[data]
+path = "data/synth"
+[train]
+iterations = 20
+[constraints]
+max_params = 100000
+"""
+
+
+def write_recipe(folder: Path, text: str = RECIPE) -> Path:
+    path = folder / "runners" / "r.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_recipe_reads_into_typed_sections_with_paths_beside_it(tmp_path) -> None:
+    config = load_recipe(write_recipe(tmp_path))
+    assert config.search.budget == 10 and config.search.options == {"initial_size": 4}
+    assert config.search.space == str(tmp_path / "runners" / "spaces" / "tiny.toml")
+    assert config.data.path == str(tmp_path / "runners" / "data" / "synth")
+    assert config.train.iterations == 20 and config.train.batch_size == 16  # default kept
+    assert config.constraints == Constraints(max_params=100_000)
+    assert config.resources.num_workers == 1 and config.resources.address is None
+
+
+def test_overrides_are_typed_and_override_paths_resolve_here(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        "train.iterations=50",
+        "train.learning_rate=1e-3",
+        "search.options.tournament_size=3",
+        "constraints.max_cpu_ms=12",
+        "data.path=elsewhere",
+        "resources.address=auto",
+    ]
+    config = load_recipe(write_recipe(tmp_path), overrides)
+    assert config.train.iterations == 50 and config.train.learning_rate == 1e-3
+    assert config.search.options == {"initial_size": 4, "tournament_size": 3}
+    assert config.constraints.max_cpu_ms == 12
+    assert config.data.path == str(tmp_path / "elsewhere")
+    assert config.resources.address == "auto"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.iteratons=5", "train.iteratons: unknown key"),
+        ("nonsense=5", "must be section.key=value"),
+        ("extra.key=5", "extra.key: unknown key"),
+        ("train.iterations=many", "train.iterations: must be int, but got 'many'"),
+        ("train.flip=1", "train.flip: must be bool"),
+        ("resources.num_workers=0", "resources.num_workers: must be >= 1"),
+        ("constraints.max_cpu_ms=-1", "max_cpu_ms: must be > 0"),
+    ],
+)
+def test_a_bad_override_is_named(tmp_path, override: str, named: str) -> None:
+    with pytest.raises(InputError, match=named):
+        load_recipe(write_recipe(tmp_path), [override])
+
+
+def test_every_problem_of_a_recipe_file_is_named(tmp_path) -> None:
+    text = RECIPE.replace("budget = 10", 'budget = "ten"\ncolour = 1') + "\n[extra]\n"
+    with pytest.raises(InputError) as info:
+        load_recipe(write_recipe(tmp_path, text))
+    lines = info.value.lines()
+    assert any("search.budget: must be int" in line for line in lines)
+    assert any("search.colour: unknown key" in line for line in lines)
+    assert any("extra: unknown table" in line for line in lines)
+    assert all(line.startswith(str(tmp_path / "runners" / "r.toml")) for line in lines)
+
+
+def test_required_fields_are_named() -> None:
+    with pytest.raises(InputError, match=r"search.space: is required"):
+        recipe_from_dict({"search": {"budget": 3}, "data": {"path": "x"}}, source="r.toml")
+
+
+def test_the_frozen_copy_reads_back_to_the_same_config(tmp_path) -> None:
+    config = load_recipe(write_recipe(tmp_path), ["search.options.aging=false"])
+    text = recipe_toml(config)
+    tomllib.loads(text)
+    frozen = tmp_path / "frozen.toml"
+    frozen.write_text(text)
+    assert load_recipe(frozen) == config
+
+
+def test_the_shipped_recipes_read(tmp_path) -> None:
+    for name in ("local", "paper"):
+        config = load_recipe(ROOT / "runners" / f"{name}.toml")
+        assert Path(config.search.space).is_file()
+
+
+def test_the_command_line_names_a_bad_key_and_exits_2(tmp_path, capsys) -> None:
+    code = main(["search", str(write_recipe(tmp_path)), "--set", "train.iters=3"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tvnsearch search: --set: train.iters: unknown key"]
+
+
+def test_status_of_a_folder_that_is_no_run_exits_2(tmp_path, capsys) -> None:
+    assert main(["status", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from genomes import small_genome
+
+from tvnsearch.data.clips import ClipSpec
+from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.search.worker import Task, evaluate, prepared_data
+from tvnsearch.train.training import TrainConfig
+from tvnsearch.train.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Task:
+    root = tmp_path_factory.mktemp("data")
+    write_synth(root / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
+    config = TrainConfig(iterations=2, batch_size=4)
+    return Task(str(root / "synth"), str(root / "frames"), 32, 0.2, 0, config)
+
+
+def test_a_genome_is_trained_and_scored_with_where_it_ran(task: Task) -> None:
+    evaluation = evaluate(small_genome(), task)
+    assert evaluation.status == "trained" and evaluation.reason is None
+    assert 0 <= evaluation.fitness <= 2 and evaluation.fitness == evaluation.top1 + evaluation.top5
+    assert evaluation.train_seconds > 0 and ":" in evaluation.worker_node
+    assert set(evaluation.measurements()) >= {"top1", "train_seconds", "worker_node"}
+
+
+def test_data_that_cannot_be_read_here_is_a_failure_not_an_exception(tmp_path, task) -> None:
+    missing = Task(str(tmp_path / "none"), None, 32, 0.2, 0, task.train)
+    evaluation = evaluate(small_genome(), missing)
+    assert evaluation.status == "failed" and "no such file or folder" in evaluation.reason
+    assert evaluation.fitness is None
+
+
+def test_the_same_task_is_prepared_once_per_process(task: Task, monkeypatch) -> None:
+    from tvnsearch.search import worker as module
+
+    evaluate(small_genome(), task)
+    monkeypatch.setattr("tvnsearch.train.training.prepare_data", None)  # would fail if called again
+    assert module.evaluate(small_genome(), task).status == "trained"
+    assert Path(task.data_path).is_dir()
+
+
+def test_the_trained_weights_come_back_with_what_runs_them(task: Task, tmp_path) -> None:
+    evaluation = evaluate(small_genome(), task)
+    assert "weights" not in evaluation.measurements() and "weights" not in repr(evaluation)
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(evaluation.weights)
+    model, info = load_model(path)
+    assert info.genome == small_genome() and info.clip == ClipSpec.of(small_genome())
+    assert info.classes == prepared_data(task).dataset.classes and not info.multi_label
+    assert not model.training
+
+
+def test_weights_are_left_out_when_not_kept(task: Task) -> None:
+    evaluation = evaluate(small_genome(), dataclasses.replace(task, keep_weights=False))
+    assert evaluation.status == "trained" and evaluation.weights is None

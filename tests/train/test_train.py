@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from genomes import block
+from genomes import genome as make_genome
+
+from tvnsearch.cli.main import main
+from tvnsearch.data.clips import ClipSpec
+from tvnsearch.data.frame_cache import FrameCache
+from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.data.video import encode_video
+from tvnsearch.errors import InputError
+from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.train.training import (
+    TrainConfig,
+    TrainData,
+    TrainResult,
+    check_device,
+    learning_rate_factor,
+    prepare_data,
+    train_genome,
+)
+
+FAST = TrainConfig(iterations=6, batch_size=4)
+
+
+def genome(num_frames: int = 2, temporal_kernel: int = 2) -> Genome:
+    one = block(spatial_stride=2, temporal_kernel=temporal_kernel)
+    return make_genome(one, num_frames=num_frames, frame_stride=2)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "synth"
+    write_synth(root, SynthConfig(num_videos=27, size=32, num_frames=8))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(synth, tmp_path_factory) -> TrainData:
+    return prepare_data(synth, FrameCache(tmp_path_factory.mktemp("cache"), short_side=32))
+
+
+def scores(result: TrainResult) -> dict:
+    timings = ("train_seconds", "eval_seconds")
+    return {k: v for k, v in result.to_dict().items() if k not in timings}
+
+
+def test_trains_and_scores_a_genome(data) -> None:
+    result = train_genome(genome(), data, FAST)
+    assert result.status == "trained" and result.reason is None
+    assert result.iterations == 6 and math.isfinite(result.final_loss)
+    assert 0 <= result.top1 <= result.top5 <= 1 and result.mean_ap is None
+    assert result.fitness == pytest.approx(result.top1 + result.top5)
+    assert (result.num_train_videos, result.num_val_videos) == (18, 9)
+    assert result.clip == ClipSpec(2, 2, 16)
+    assert "fitness" in result.summary() and json.dumps(result.to_dict())
+
+
+def test_same_seed_same_scores_whatever_the_workers(data) -> None:
+    first = train_genome(genome(), data, FAST)
+    again = train_genome(genome(), data, FAST)
+    workers = train_genome(genome(), data, dataclasses.replace(FAST, num_workers=1))
+    other = train_genome(genome(), data, dataclasses.replace(FAST, seed=1))
+    assert scores(first) == scores(again) == scores(workers)
+    assert other.final_loss != first.final_loss
+
+
+def test_leaves_the_callers_random_state_alone(data) -> None:
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    train_genome(genome(), data, FAST)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_one_frame_genome_trains(data) -> None:
+    result = train_genome(genome(num_frames=1, temporal_kernel=1), data, FAST)
+    assert result.status == "trained" and result.clip.num_frames == 1
+
+
+def test_a_diverging_loss_fails_with_its_reason(data) -> None:
+    result = train_genome(genome(), data, dataclasses.replace(FAST, learning_rate=1e30))
+    assert result.status == "failed" and result.fitness is None
+    assert result.reason.startswith("loss became nan at iteration ")
+    assert result.final_loss is None and json.dumps(result.to_dict())
+
+
+class BrokenFrames:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def num_frames(self, path: Path) -> int:
+        return 8
+
+    def read(self, path: Path, indices) -> np.ndarray:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "out of memory:"),
+        (OSError("disk went away"), "OSError: disk went away"),
+    ],
+)
+def test_any_exception_fails_with_its_reason(data, error, reason) -> None:
+    broken = dataclasses.replace(data, frames=BrokenFrames(error))
+    result = train_genome(genome(), broken, FAST)
+    assert result.status == "failed" and result.reason.startswith(reason)
+    assert result.iterations == 0
+
+
+def test_multi_label_training_is_scored_by_mean_ap(synth, tmp_path) -> None:
+    videos = sorted(synth.rglob("*.mp4"))
+    rows = [
+        {"path": str(p), "labels": p.parent.name.split("_"), "split": p.parts[-3]} for p in videos
+    ]
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = prepare_data(tmp_path / "list.jsonl", FrameCache(tmp_path / "cache", short_side=32))
+    assert data.dataset.multi_label and data.dataset.num_classes == 6  # 3 colours + 3 motions
+    result = train_genome(genome(), data, FAST)
+    assert result.status == "trained" and result.top1 is None
+    assert 0 < result.mean_ap <= 1 and result.fitness == result.mean_ap
+
+
+def test_mean_ap_without_positives_fails(synth, tmp_path) -> None:
+    videos = sorted(synth.rglob("*.mp4"))
+    rows = [
+        {"path": str(p), "labels": ["x"] if "train" in p.parts else [], "split": p.parts[-3]}
+        for p in videos
+    ]
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = prepare_data(tmp_path / "list.jsonl", FrameCache(tmp_path / "cache", short_side=32))
+    result = train_genome(genome(), data, FAST)
+    assert result.status == "failed" and "mAP is undefined" in result.reason
+
+
+def test_unreadable_videos_are_skipped_or_refused(synth, tmp_path) -> None:
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    encode_video(tmp_path / "one.mp4", np.zeros((1, 20, 30, 3), np.uint8))
+    rows = [f"{p},{p.parent.name},{p.parts[-3]}" for p in sorted(synth.rglob("*.mp4"))]
+    rows += [f"{tmp_path / 'bad.mp4'},red_up,train", f"{tmp_path / 'one.mp4'},red_up,val"]
+    (tmp_path / "list.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    cache = FrameCache(tmp_path / "cache", short_side=32)
+    data = prepare_data(tmp_path / "list.csv", cache)
+    assert [s.path.name for s in data.skipped] == ["bad.mp4"]
+    assert (len(data.dataset.train), len(data.dataset.val)) == (18, 10)
+    assert train_genome(genome(), data, FAST).status == "trained"
+    with pytest.raises(InputError, match=r"bad\.mp4: "):
+        prepare_data(tmp_path / "list.csv", cache, strict=True)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    factors = [learning_rate_factor(s, total=100, warmup=10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[99] < 0.001
+    assert all(a >= b for a, b in pairwise(factors[9:]))
+
+
+def test_check_device() -> None:
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="--device"):
+        check_device("tpu")
+    with pytest.raises(InputError, match="this machine has"):
+        check_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def train_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["train", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_train_prints_scores_and_json(synth, tmp_path, capsys) -> None:
+    path = tmp_path / "g.json"
+    path.write_text(genome().to_json())
+    common = [str(path), "--data", str(synth), "--iterations", "4", "--batch-size", "4"]
+    common += ["--cache-dir", str(tmp_path / "cache")]
+    code, out, _ = train_cli(capsys, *common)
+    assert code == 0 and out.startswith(f"genome {genome().id}: trained after 4 iterations")
+    assert "fitness" in out
+    code, out, _ = train_cli(capsys, *common, "--json", "--seed", "2")
+    result = json.loads(out)
+    assert code == 0 and result["id"] == genome().id and result["status"] == "trained"
+    assert result["fitness"] == pytest.approx(result["top1"] + result["top5"])
+    assert result["clip"]["normalization"]["mean"] == [0.45, 0.45, 0.45]
+    assert result["skipped"] == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing data", "nowhere: no such file or folder"),
+        ("bad genome", "g.json: not valid JSON"),
+        ("bad list", "list.csv: label: need exactly one of the columns"),
+        ("corrupt strict", "bad.mp4: cannot decode"),
+        ("no cuda", "--device: "),
+    ],
+)
+def test_cli_train_bad_inputs_exit_2_in_one_line(tmp_path, capsys, setup, expected) -> None:
+    path = tmp_path / "g.json"
+    path.write_text("{oops" if setup == "bad genome" else genome().to_json())
+    data = tmp_path / "nowhere"
+    if setup == "bad list":
+        data = tmp_path / "list.csv"
+        data.write_text("path,category\nx.mp4,a\n")
+    if setup == "corrupt strict":
+        data = tmp_path / "d"
+        for split in ("train", "val"):
+            (data / split / "a").mkdir(parents=True)
+        (data / "train" / "a" / "bad.mp4").write_bytes(b"junk")
+        encode_video(data / "val" / "a" / "good.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    argv = [str(path), "--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--strict"]
+    device = ["--device", "cuda:99" if torch.cuda.is_available() else "cuda"]
+    code, out, err = train_cli(capsys, *argv, *(device if setup == "no cuda" else []))
+    assert code == 2 and out == ""
+    assert expected in err and err.startswith("tvnsearch train: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_the_synthetic_benchmark_rewards_temporal_modelling(tmp_path) -> None:
+    def blocks(temporal_kernel: int) -> tuple[Block, ...]:
+        first = genome().blocks[0]
+        return tuple(
+            dataclasses.replace(first, num_filters=n, temporal_kernel=temporal_kernel)
+            for n in (16, 32)
+        )
+
+    write_synth(tmp_path / "synth", SynthConfig(seed=5))
+    data = prepare_data(tmp_path / "synth", FrameCache(tmp_path / "cache"))
+    config = TrainConfig(iterations=300, seed=5)
+    moving = train_genome(Genome(32, 4, 2, 0, blocks(3)), data, config)
+    still = train_genome(Genome(32, 1, 1, 0, blocks(1)), data, config)
+    assert still.top1 < 0.45 < 0.6 < moving.top1, (moving.top1, still.top1)

@@ -1,0 +1,262 @@
+"""The ``tvnsearch`` command line: ``main(argv) -> exit code``; bad input exits 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tvnsearch.cli.inspect_commands import add_inspect_parsers
+from tvnsearch.cli.model_commands import add_model_parsers
+from tvnsearch.cli.run_commands import add_run_parsers
+from tvnsearch.errors import InputError
+from tvnsearch.files import atomic_write_text
+from tvnsearch.genome.genes import Genome, describe_block
+from tvnsearch.genome.plan import plan_network
+from tvnsearch.genome.space import Report, load_space
+from tvnsearch.genome.tvn_format import fits_tvn_format, load_genome
+
+if TYPE_CHECKING:
+    from tvnsearch.models.builder import NetworkSummary
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvnsearch", description="Evolutionary architecture search for tiny video networks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("show", help="a network's blocks, output shapes, parameters, FLOPs")
+    show.add_argument("genome", help="genome JSON (native or the published TVN format)")
+    show.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        default=400,
+        help="classifier width (default: 400, as Kinetics-400)",
+    )
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=cmd_show)
+    sample = sub.add_parser("sample", help="a random valid genome from a search space")
+    sample.add_argument("--space", required=True, help="search space TOML")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--json", action="store_true", help="print the genome JSON")
+    sample.add_argument("--out", help="also write the genome JSON to this file")
+    sample.set_defaults(handler=cmd_sample)
+    validate = sub.add_parser("validate", help="every violation of a genome against a space")
+    validate.add_argument("genome")
+    validate.add_argument("--space", required=True, help="search space TOML")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(handler=cmd_validate)
+    add_model_parsers(sub)  # export, train
+    _add_data_parser(sub)
+    _add_profile_parser(sub)
+    add_run_parsers(sub)
+    add_inspect_parsers(sub)  # pareto, lineage
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as exc:
+        for line in exc.lines():
+            print(f"tvnsearch {args.command}: {line}", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from tvnsearch.models.builder import summarize  # torch loads only for the commands that need it
+
+    genome = load_genome(args.genome)
+    summary = summarize(genome, args.num_classes)
+    dead = plan_network(genome).dead_genes
+    if args.json:
+        print(json.dumps(_summary_dict(genome, summary, dead), indent=2))
+    else:
+        print(_summary_text(genome, summary, dead))
+    return 0
+
+
+def _summary_dict(genome: Genome, s: NetworkSummary, dead: Sequence) -> dict:
+    return {
+        "id": genome.id,
+        "genome": genome.to_dict(),
+        "input_shape": list(s.input_shape),
+        "num_classes": s.num_classes,
+        "params": s.params,
+        "flops": s.flops,
+        "blocks": [
+            {
+                "index": b.index,
+                "description": b.description,
+                "output_shape": list(b.output_shape),
+                "params": b.params,
+                "flops": b.flops,
+            }
+            for b in s.blocks
+        ],
+        "head": {"params": s.head_params, "flops": s.head_flops},
+        "dead_genes": [{"field": d.field, "reason": d.reason} for d in dead],
+        "fits_tvn_format": fits_tvn_format(genome),
+    }
+
+
+def _summary_text(genome: Genome, s: NetworkSummary, dead: Sequence) -> str:
+    c, t, h, w = s.input_shape
+    lines = [
+        f"genome {genome.id}: clip {c}x{t}x{h}x{w} (C x T x H x W), frame stride "
+        f"{genome.frame_stride}, pipelining depth {genome.pipeline_depth}",
+        f"{'#':>2}  {'block':<52} {'output [C,T,H,W]':<20} {'params':>13} {'GFLOPs':>9}",
+    ]
+    for b in s.blocks:
+        lines.append(
+            f"{b.index:>2}  {b.description:<52} {list(b.output_shape)!s:<20} "
+            f"{b.params:>13,} {b.flops / 1e9:>9.3f}"
+        )
+    lines.append(
+        f"{'':>2}  {f'head ({s.num_classes} classes)':<52} {[s.num_classes]!s:<20} "
+        f"{s.head_params:>13,} {s.head_flops / 1e9:>9.3f}"
+    )
+    lines.append(f"{'':>2}  {'total':<52} {'':<20} {s.params:>13,} {s.flops / 1e9:>9.3f}")
+    lines += ["dead genes (they cannot change this network):"] if dead else []
+    lines += [f"  {d.field}: {d.reason}" for d in dead]
+    return "\n".join(lines)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    genome = space.sample(random.Random(args.seed))
+    if args.out:
+        atomic_write_text(args.out, genome.to_json() + "\n")
+    if args.json:
+        print(genome.to_json())
+        return 0
+    print(
+        f"genome {genome.id} from space {space.name!r} (seed {args.seed}): clip "
+        f"{genome.num_frames} frames of {genome.resolution}x{genome.resolution}, frame stride "
+        f"{genome.frame_stride}, pipelining depth {genome.pipeline_depth}"
+    )
+    for i in range(len(genome.blocks)):
+        print(f"  block {i}: {describe_block(genome.blocks[i])}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    genome = load_genome(args.genome)
+    report = space.validate(genome)
+    if args.json:
+        print(json.dumps(_report_dict(genome, report), indent=2))
+    else:
+        _print_report(args.genome, space.name, report)
+    return 0 if report.valid else 2
+
+
+def _report_dict(genome: Genome, report: Report) -> dict:
+    return {
+        "id": genome.id,
+        "valid": report.valid,
+        "errors": [
+            {"field": e.field, "value": e.value, "message": e.message} for e in report.errors
+        ],
+        "dead_genes": [{"field": d.field, "reason": d.reason} for d in report.dead_genes],
+    }
+
+
+def _print_report(path: str, space_name: str, report: Report) -> None:
+    for e in report.errors:
+        print(f"{path}: {e.field}: {e.message}, but got {e.value!r}", file=sys.stderr)
+    for d in report.dead_genes:
+        print(f"{path}: {d.field}: dead gene: {d.reason}")
+    verdict = "valid" if report.valid else f"invalid ({len(report.errors)} violations)"
+    print(f"{path}: {verdict} in space {space_name!r}")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
+    return value
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="datasets: write the synthetic motion benchmark")
+    synth = data.add_subparsers(dest="data_command", required=True).add_parser(
+        "synth", help="write a synthetic video dataset that rewards temporal models"
+    )
+    synth.add_argument("--out", required=True, help="folder to write (replaced if synthetic)")
+    synth.add_argument("--seed", type=_non_negative_int, default=0)
+    synth.add_argument("--num-videos", type=_positive_int, default=360)
+    synth.add_argument("--size", type=_positive_int, default=64, help="frame side, pixels")
+    synth.add_argument("--num-frames", type=_positive_int, default=16)
+    synth.set_defaults(handler=cmd_data_synth)
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from tvnsearch.data.synth import SynthConfig, write_synth
+
+    config = SynthConfig(
+        seed=args.seed, num_videos=args.num_videos, size=args.size, num_frames=args.num_frames
+    )
+    s = write_synth(args.out, config)
+    print(
+        f"wrote {s.num_train} train and {s.num_val} val videos of {len(s.classes)} classes "
+        f"to {s.root}"
+    )
+    return 0
+
+
+def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
+    profile = sub.add_parser("profile", help="runtime per clip, peak memory, parameters, FLOPs")
+    profile.add_argument("genome", help="genome JSON (native or the published TVN format)")
+    profile.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    profile.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (1)")
+    profile.add_argument("--runs", type=_positive_int, default=25, help="timed runs, at least (25)")
+    profile.add_argument(
+        "--min-seconds", type=float, default=1.0, help="time at least this long in all (1.0)"
+    )
+    profile.add_argument("--warmup", type=_positive_int, default=5, help="warm-up runs (5)")
+    profile.add_argument("--num-classes", type=_positive_int, default=400, help="(400)")
+    profile.add_argument("--json", action="store_true", help="machine-readable output")
+    profile.set_defaults(handler=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tvnsearch.measure.device import check_device
+    from tvnsearch.measure.measurement import measure
+    from tvnsearch.measure.profile import Settings, describe_profile
+    from tvnsearch.status import Status
+
+    genome = load_genome(args.genome)
+    check_device(args.device, args.threads, source="command line")
+    settings = Settings(args.device, args.threads, args.warmup, args.runs, max(args.min_seconds, 0))
+    profile = measure(genome, args.num_classes, settings)
+    print(json.dumps(profile.to_dict(), indent=2) if args.json else describe_profile(profile))
+    return 0 if profile.status == Status.ADMITTED else 1

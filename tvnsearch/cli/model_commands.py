@@ -1,0 +1,263 @@
+"""The ``export`` and ``train`` commands: found networks out of a run, and trained for longer.
+
+``train`` takes a genome JSON or an export folder. From an export folder it reads
+``genome.json`` and the clip and training recipe of ``card.json``, and trains with the run's
+settings (data, split, cache, batch size, learning rate, seed) except what the command line
+gives; the data path defaults to the run's. Retraining starts from fresh weights: the partial
+training of a search is a ranking signal, not a start worth keeping. With ``--out`` the result
+is written as a new export folder (never over an existing one, the source included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import read_json
+from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.tvn_format import load_genome
+from tvnsearch.search.recipe import DataSection, table_from_dict
+from tvnsearch.status import Status
+
+if TYPE_CHECKING:
+    from tvnsearch.export.folders import Exported
+    from tvnsearch.train.training import TrainConfig, TrainData, TrainResult
+    from tvnsearch.train.weights import ModelInfo
+
+DEFAULT_FORMATS = "torchscript,onnx,tvn-json"
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, but got {text!r}")
+        return value
+
+    return parse
+
+
+def add_model_parsers(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="found networks as folders: weights, TorchScript, ONNX")
+    export.add_argument("run", help="a run folder, results/<name>-<timestamp>")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the fittest candidate")
+    which.add_argument(
+        "--id", dest="ids", type=_at_least(0), action="append", metavar="ID", help="(repeatable)"
+    )
+    which.add_argument("--pareto", action="store_true", help="the Pareto front of --x and --y")
+    export.add_argument("--x", help="with --pareto: an objective column (default: cpu_ms)")
+    export.add_argument("--y", help="with --pareto: an objective column (default: fitness)")
+    export.add_argument("--format", default=DEFAULT_FORMATS, help=f"any of {DEFAULT_FORMATS}")
+    export.add_argument("--out", help="one folder per network goes in here (RUN/exports)")
+    export.set_defaults(handler=cmd_export)
+    _add_train_parser(sub)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tvnsearch.export.folders import export_run, parse_formats, select_candidates
+    from tvnsearch.search.lineage import read_lineage
+
+    if not args.pareto and (args.x or args.y):
+        raise InputError("--x" if args.x else "--y", "only means something with --pareto")
+    formats = parse_formats(args.format)
+    pareto = (args.x or "cpu_ms", args.y or "fitness") if args.pareto else None
+    frame = read_lineage(args.run)
+    ids = select_candidates(
+        frame, source=args.run, use_best=args.best, ids=args.ids or (), pareto=pareto
+    )
+    out = args.out or Path(args.run) / "exports"
+    for exported in export_run(args.run, ids, out, formats):
+        print(describe_export(exported))
+    return 0
+
+
+def describe_export(e: Exported) -> str:
+    text = f"wrote {e.folder} in {e.seconds:.1f} s: {', '.join(e.files)}"
+    if e.torchscript_max_abs_diff is not None:
+        text += f"; TorchScript max abs diff {e.torchscript_max_abs_diff:.2e}"
+    if e.onnx_max_abs_diff is not None:
+        text += f"; ONNX in onnxruntime max abs diff {e.onnx_max_abs_diff:.2e}"
+    return text
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train one genome or exported network; scores")
+    train.add_argument("genome", help="genome JSON (native or published TVN), or an export folder")
+    train.add_argument("--data", help="class folders or a .csv / .jsonl list (export: the run's)")
+    train.add_argument("--iterations", type=_at_least(1), default=1000)
+    train.add_argument("--batch-size", type=_at_least(1), help="(16; export: the run's)")
+    train.add_argument("--seed", type=_at_least(0), help="(0; export: the run's)")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    train.add_argument("--num-workers", type=_at_least(0), default=0, help="DataLoader")
+    train.add_argument("--cache-dir", help="decoded-frame cache (default: ~/.cache/tvnsearch)")
+    train.add_argument("--cache-size", type=_at_least(1), help="cached frames' shorter side, px")
+    train.add_argument("--strict", action="store_true", help="stop at an unreadable video")
+    train.add_argument("--out", help="write the trained network as an export folder (new)")
+    train.add_argument("--format", help=f"with --out ({DEFAULT_FORMATS})")
+    train.add_argument("--json", action="store_true", help="machine-readable output")
+    train.set_defaults(handler=cmd_train)
+
+
+@dataclass(frozen=True)
+class TrainSource:
+    """A genome to train, with the settings it comes with (an export's: its run's)."""
+
+    path: Path  # a genome JSON or an export folder
+    genome: Genome
+    train: TrainConfig
+    data: DataSection | None  # None: the command line must say
+    card: dict[str, Any] | None = None  # an export folder's
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tvnsearch.export.folders import write_export
+    from tvnsearch.train.training import train_model
+    from tvnsearch.train.weights import ModelInfo, weights_bytes
+
+    source = train_source(args.genome)
+    formats = _out_formats(args)
+    config, settings = _settings(source, args)
+    data = _prepare(settings, strict=args.strict)
+    result, model = train_model(source.genome, data, config)
+    exported = None
+    if args.out and model is not None:
+        ds, out = data.dataset, Path(args.out)
+        info = ModelInfo(source.genome, result.clip, ds.classes, ds.multi_label)
+        card = trained_card(out.name, source, info, result, config, settings)
+        exported = write_export(out, weights_bytes(model, info), model, info, card, formats)
+    _print_result(args, source.genome, result, data, exported)
+    return 0 if result.status == Status.TRAINED else 1
+
+
+def train_source(path: str | Path) -> TrainSource:
+    """A genome JSON file, or an export folder (``genome.json`` + ``card.json``)."""
+    from tvnsearch.train.training import TrainConfig
+
+    path = Path(path)
+    if not path.is_dir():
+        return TrainSource(path, load_genome(path), TrainConfig(), None)
+    genome = load_genome(path / "genome.json")
+    card_path = path / "card.json"
+    card = read_json(card_path)
+    training = card.get("training") if isinstance(card, dict) else None
+    if not isinstance(training, dict):
+        raise InputError(str(card_path), [Problem("training", "missing: not an export's card")])
+    _check_clip(genome, card, str(card_path))
+    where = f"{card_path}: training"
+    train = table_from_dict(training, "train", TrainConfig, source=where)
+    data = table_from_dict(training, "data", DataSection, source=where)
+    return TrainSource(path, genome, train, data, card)
+
+
+def _check_clip(genome: Genome, card: dict[str, Any], source: str) -> None:
+    """Training feeds a genome the clip it asks for: an export's must be that one."""
+    from tvnsearch.data.clips import ClipSpec
+    from tvnsearch.train.weights import clip_from_dict
+
+    clip = clip_from_dict(card.get("input"))
+    if clip != ClipSpec.of(genome):
+        why = f"the clip {clip} is not the one genome.json asks for, {ClipSpec.of(genome)}"
+        raise InputError(source, [Problem("input", why)])
+
+
+def _out_formats(args: argparse.Namespace) -> tuple[str, ...]:
+    from tvnsearch.export.folders import parse_formats
+
+    if args.format and not args.out:
+        raise InputError("--format", "only means something with --out")
+    if args.out and Path(args.out).exists():
+        raise InputError(args.out, "already exists; --out must name a new folder")
+    return parse_formats(args.format or DEFAULT_FORMATS) if args.out else ()
+
+
+def _settings(source: TrainSource, args: argparse.Namespace) -> tuple[TrainConfig, DataSection]:
+    """The source's training and data settings, with what the command line gives instead."""
+    from tvnsearch.train.training import check_device
+
+    if source.data is None and not args.data:
+        raise InputError("--data", "is required to train a genome JSON (not an export folder)")
+    data = source.data or DataSection(path=args.data)
+    given = {"path": args.data, "cache_dir": args.cache_dir, "cache_size": args.cache_size}
+    data = dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
+    given = {"batch_size": args.batch_size, "seed": args.seed}
+    train = dataclasses.replace(
+        source.train,
+        iterations=args.iterations,
+        device=str(check_device(args.device)),
+        num_workers=args.num_workers,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    return train, data
+
+
+def _prepare(settings: DataSection, *, strict: bool) -> TrainData:
+    from tvnsearch.data.frame_cache import FrameCache, cache_dir
+    from tvnsearch.train.training import prepare_data
+
+    cache = FrameCache(cache_dir(settings.cache_dir), settings.cache_size)
+    s = settings
+    return prepare_data(
+        s.path, cache, strict=strict, val_fraction=s.val_fraction, split_seed=s.split_seed
+    )
+
+
+def trained_card(
+    name: str,
+    source: TrainSource,
+    info: ModelInfo,
+    result: TrainResult,
+    config: TrainConfig,
+    settings: DataSection,
+) -> dict[str, Any]:
+    """The card of a network trained by ``train``; an export's provenance carries over."""
+    from tvnsearch.export.model_card import base_card
+
+    card = base_card(name, info)
+    old = source.card or {}
+    if _part(old, "output").get("num_classes") == info.num_classes:
+        # The same network, head included: what the search measured still holds.
+        card["cost"]["memory_mb"] = _part(old, "cost").get("memory_mb")
+        card |= {k: old[k] for k in ("source", "runtime") if k in old}
+    card |= {k: old[k] for k in ("lineage",) if k in old}
+    card["scores"] = {k: getattr(result, k) for k in ("fitness", "top1", "top5", "mean_ap")}
+    card["training"] = {"train": dataclasses.asdict(config), "data": dataclasses.asdict(settings)}
+    card["retrained"] = {
+        "from": str(source.path.resolve()),
+        "iterations": config.iterations,
+        "result": result.to_dict(),
+    }
+    return card
+
+
+def _part(card: dict[str, Any], key: str) -> dict[str, Any]:
+    value = card.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _print_result(
+    args: argparse.Namespace,
+    genome: Genome,
+    result: TrainResult,
+    data: TrainData,
+    exported: Exported | None,
+) -> None:
+    if args.json:
+        skipped = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
+        out = {"out": str(exported.folder)} if exported else {}
+        print(
+            json.dumps({"id": genome.id, **result.to_dict(), "skipped": skipped, **out}, indent=2)
+        )
+        return
+    print(f"genome {genome.id}: {result.summary()}")
+    if exported:
+        print(describe_export(exported))

@@ -1,0 +1,172 @@
+"""Decode every video once: a folder of uint8 ``(T, H, W, 3)`` ``.npy`` files, memory-mapped.
+
+An entry's name is a hash of the video's absolute path, size, modification time and the cache
+resolution, so an edited video is decoded again and one folder serves every candidate, every
+worker and every run on a machine. Entries are written to a temporary file and renamed into place,
+so processes that share the folder never read half a file; two that decode the same video at once
+both write the same bytes. A video that cannot be decoded leaves a ``.fail`` note with the reason,
+so that it is decoded (and reported) once, not once per candidate.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tvnsearch.data.video import decode_video
+from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+FORMAT = "frames/1"  # part of every key: bump it when the decoding changes what is stored
+DEFAULT_SHORT_SIDE = 128  # above the tiny space's largest resolution (96); see the README
+
+
+def cache_dir(chosen: str | Path | None = None) -> Path:
+    """``chosen``, or the machine's shared default: ``$XDG_CACHE_HOME/tvnsearch/frames``."""
+    if chosen is not None:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tvnsearch" / "frames"
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    source: Path
+    file: Path
+    num_frames: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """The cached videos of a dataset, by source path, and the ones skipped as unreadable."""
+
+    entries: Mapping[Path, CachedVideo]
+    skipped: tuple[Skipped, ...]
+
+    def num_frames(self, path: Path) -> int:
+        return self.entries[path].num_frames
+
+    def read(self, path: Path, indices: Sequence[int]) -> np.ndarray:
+        """Frames ``indices`` of one video as uint8 ``(len(indices), H, W, 3)``."""
+        return np.asarray(open_frames(self.entries[path].file)[list(indices)])
+
+
+@functools.lru_cache(maxsize=256)  # each open map holds a file descriptor
+def open_frames(file: Path) -> np.ndarray:
+    return np.load(file, mmap_mode="r")
+
+
+@dataclass(frozen=True)
+class FrameCache:
+    root: Path
+    short_side: int = DEFAULT_SHORT_SIDE
+
+    def key(self, path: Path) -> str:
+        stat = path.stat()
+        text = f"{FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.short_side}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def entry(self, path: Path) -> CachedVideo:
+        """The cached frames of ``path``, decoded first if needed; ``InputError`` if unreadable."""
+        try:
+            key = self.key(path)
+        except OSError as exc:
+            raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
+        file = self.root / key[:2] / f"{key}.npy"
+        failure = file.with_suffix(".fail")
+        if not file.exists() and failure.exists():
+            raise InputError(str(path), failure.read_text().strip())
+        if not file.exists() or not _readable(file):
+            self._decode_into(path, file, failure)
+        t, h, w, _ = open_frames(file).shape
+        return CachedVideo(path, file, t, h, w)
+
+    def _decode_into(self, path: Path, file: Path, failure: Path) -> None:
+        try:
+            frames = decode_video(path, short_side=self.short_side)
+        except InputError as exc:
+            atomic_write_text(failure, "; ".join(str(p) for p in exc.problems) + "\n")
+            raise
+        except Exception as exc:  # a decoder bug must not end a search: skip this video
+            atomic_write_text(failure, f"cannot decode: {type(exc).__name__}: {exc}\n")
+            raise InputError(str(path), f"cannot decode: {type(exc).__name__}: {exc}") from None
+        _atomic_save(file, frames)
+
+    def index(
+        self,
+        paths: Iterable[Path],
+        *,
+        strict: bool = False,
+        source: str = "videos",
+        num_workers: int = 1,
+        on_skip: Callable[[Skipped], None] | None = None,
+    ) -> FrameIndex:
+        """Cache every video of ``paths``; unreadable ones are skipped (reported once each).
+
+        ``strict`` raises one ``InputError`` from ``source`` naming every unreadable video instead.
+        """
+        paths = list(dict.fromkeys(paths))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise InputError(str(self.root), f"cannot create the frame cache: {why}") from None
+        with ThreadPoolExecutor(max(1, num_workers)) as pool:
+            results = list(pool.map(self._entry_or_reason, paths))
+        pairs = list(zip(paths, results, strict=True))
+        entries = {p: r for p, r in pairs if isinstance(r, CachedVideo)}
+        skipped = tuple(Skipped(p, r) for p, r in pairs if isinstance(r, str))
+        if strict and skipped:
+            raise InputError(source, [Problem(str(s.path), s.reason) for s in skipped])
+        for s in skipped:
+            (on_skip or _warn)(s)
+        return FrameIndex(entries, skipped)
+
+    def _entry_or_reason(self, path: Path) -> CachedVideo | str:
+        try:
+            return self.entry(path)
+        except InputError as exc:
+            return "; ".join(str(p) for p in exc.problems)
+
+
+def _readable(file: Path) -> bool:
+    """False for an entry damaged outside tvnsearch (renames never leave half a file)."""
+    try:
+        return open_frames(file).ndim == 4
+    except (OSError, ValueError):
+        return False
+
+
+def _warn(skipped: Skipped) -> None:
+    log.warning("skipping unreadable video %s: %s", skipped.path, skipped.reason)
+
+
+def _atomic_save(file: Path, frames: np.ndarray) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(frames, dtype=np.uint8))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; other users' workers may share it
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

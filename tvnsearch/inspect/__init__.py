@@ -1,0 +1,11 @@
+"""Reading a run: Pareto fronts over its lineage, and plots of the front and of its progress."""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "pareto": ["OBJECTIVES", "pareto_front"],
+        "plots": ["write_pareto_plot", "write_progress_plot"],
+    },
+)

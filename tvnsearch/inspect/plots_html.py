@@ -1,0 +1,105 @@
+"""The interactive HTML pages of ``tvnsearch.inspect.plots``: plotly, with plotly.js inlined so
+that a page opens without a network; hovering a point shows its candidate, genome and measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tvnsearch.files import atomic_write_text
+from tvnsearch.inspect.figures import (
+    FRONT_COLOUR,
+    LOG_SCALE,
+    OTHER_COLOUR,
+    REJECTED_COLOUR,
+    axis_label,
+    hover_text,
+    maximised,
+)
+
+
+def pareto_html(
+    rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...], path: Path, title: str
+) -> None:
+    import plotly.graph_objects as go
+
+    texts = np.array([hover_text(row) for _, row in rows.iterrows()], dtype=object)
+    x, y = (rows[n].to_numpy(dtype=np.float64) for n in objectives[:2])
+    fig = go.Figure()
+    for name, mask in (("dominated", ~on_front), ("non-dominated", on_front)):
+        marker = _marker(rows, mask, objectives, front=name == "non-dominated")
+        hover = {"hovertext": texts[mask], "hovertemplate": "%{hovertext}<extra></extra>"}
+        fig.add_scatter(x=x[mask], y=y[mask], mode="markers", name=name, marker=marker, **hover)
+    if len(objectives) == 2:
+        order = np.argsort(x[on_front], kind="stable")
+        line = {"color": FRONT_COLOUR, "shape": "vh" if maximised(objectives[0]) else "hv"}
+        fx, fy = x[on_front][order], y[on_front][order]
+        fig.add_scatter(x=fx, y=fy, mode="lines", name="front", line=line, hoverinfo="skip")
+    else:
+        colour_bar = {"title": axis_label(objectives[2], rows)}
+        if objectives[2] in LOG_SCALE:  # coloured by log10: label the ticks with the counts
+            colour_bar |= {
+                "tickvals": list(range(13)),
+                "ticktext": [f"{10**t:,}" for t in range(13)],
+            }
+        fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": colour_bar})
+    _layout(fig, rows, objectives, title)
+    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def _marker(
+    rows: pd.DataFrame, mask: np.ndarray, objectives: tuple[str, ...], *, front: bool
+) -> dict[str, Any]:
+    marker: dict[str, Any] = {"size": 13 if front else 8, "line": {"width": 1, "color": "black"}}
+    if len(objectives) == 2:
+        return marker | {"color": FRONT_COLOUR if front else OTHER_COLOUR}
+    z = rows[objectives[2]].to_numpy(dtype=np.float64)[mask]
+    z = np.log10(z) if objectives[2] in LOG_SCALE else z
+    marker |= {"color": z, "coloraxis": "coloraxis"}
+    return marker | ({"symbol": "diamond"} if front else {"opacity": 0.7})
+
+
+def _layout(fig: Any, rows: pd.DataFrame, objectives: Sequence[str], title: str) -> None:
+    axis_type = {n: "log" if n in LOG_SCALE else "linear" for n in objectives}
+    fig.update_layout(
+        title={"text": title.replace("\n", "<br><sup>") + ("</sup>" if "\n" in title else "")},
+        xaxis={"title": axis_label(objectives[0], rows), "type": axis_type[objectives[0]]},
+        yaxis={"title": axis_label(objectives[1], rows), "type": axis_type[objectives[1]]},
+        hoverlabel={"align": "left"},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.15},
+    )
+
+
+def progress_html(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
+    import plotly.graph_objects as go
+
+    told = progress["told"]
+    best = [f"best so far {v:.4f}" if not math.isnan(v) else "" for v in progress["best_fitness"]]
+    each = {"customdata": progress["candidate_id"], "marker_color": OTHER_COLOUR}
+    each["hovertemplate"] = "candidate %{customdata}: fitness %{y:.4f}<extra></extra>"
+    best_line = {"line": {"color": FRONT_COLOUR, "shape": "hv"}, "text": best, "hoverinfo": "text"}
+    share = {"line_color": REJECTED_COLOUR, "yaxis": "y2", "mode": "lines"}
+    fig = go.Figure()
+    fig.add_scatter(x=told, y=progress["fitness"], mode="markers", name="each trained", **each)
+    fig.add_scatter(
+        x=told, y=progress["best_fitness"], name="best so far", mode="lines", **best_line
+    )
+    fig.add_scatter(x=told, y=progress["rejected_share"] * 100, name="share rejected", **share)
+    right = {"overlaying": "y", "side": "right", "range": [0, 100], "showgrid": False}
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"title": "candidates evaluated (in the order told)"},
+        yaxis={"title": fitness},
+        yaxis2={"title": "share rejected so far (%)", "tickmode": "linear", "dtick": 20, **right},
+        hovermode="x unified",
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.15},
+    )
+    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))

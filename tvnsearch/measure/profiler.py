@@ -1,0 +1,87 @@
+"""A profiler for one device: one measurement at a time, repeats answered from a cache.
+
+The cache is keyed by genome id, classifier width and device signature, so that a runtime is only
+ever reused on the device type, thread count and torch build it was taken with. It can be kept in
+a JSON file (written whole to a temporary file, then renamed) and read back by a later run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from tvnsearch.errors import InputError
+from tvnsearch.files import atomic_write_text, read_json
+from tvnsearch.genome.genes import Genome
+from tvnsearch.measure.device import DeviceSignature, check_device, device_signature
+from tvnsearch.measure.measurement import measure
+from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings, profile_from_dict
+from tvnsearch.status import Status
+
+CacheKey = tuple[str, int, str]
+
+
+class ProfileCache:
+    """Profiles by (genome id, num_classes, device signature); failures are not kept."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._profiles: dict[CacheKey, Profile] = {}
+        if self.path is not None and self.path.exists():
+            self._read(self.path)
+
+    def _read(self, path: Path) -> None:
+        for i, data in enumerate(read_json(path)):
+            try:
+                self.put(profile_from_dict(data))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError(str(path), f"[{i}]: not a profile record ({exc!r})") from None
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+    def get(self, genome_id: str, num_classes: int, device: DeviceSignature) -> Profile | None:
+        return self._profiles.get((genome_id, num_classes, device.key))
+
+    def put(self, profile: Profile) -> None:
+        if profile.status != Status.FAILED:  # a failure may be passing; let it be tried again
+            self._profiles[(profile.genome_id, profile.num_classes, profile.device.key)] = profile
+
+    def save(self) -> None:
+        assert self.path is not None, "this cache has no file"
+        data = [p.to_dict() for p in self._profiles.values()]
+        atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+
+
+class Profiler:
+    """Measures genomes on one device, serially; ``num_measurements`` counts real measurements."""
+
+    def __init__(
+        self, settings: Settings = DEFAULT_SETTINGS, *, cache: ProfileCache | None = None
+    ) -> None:
+        check_device(settings.device, settings.threads, source="profiler")
+        self.settings = settings
+        self.signature = device_signature(settings.device, settings.threads)
+        self.cache = cache if cache is not None else ProfileCache()
+        self.num_measurements = 0
+        self._lock = threading.Lock()  # one measurement at a time on this device
+
+    def measure(
+        self, genome: Genome, num_classes: int, *, stop_above_ms: float | None = None
+    ) -> Profile:
+        with self._lock:
+            cached = self.cache.get(genome.id, num_classes, self.signature)
+            if cached is not None and answers(cached, stop_above_ms):
+                return cached
+            profile = measure(genome, num_classes, self.settings, stop_above_ms=stop_above_ms)
+            self.num_measurements += 1
+            self.cache.put(profile)
+            return profile
+
+
+def answers(cached: Profile, stop_above_ms: float | None) -> bool:
+    """Whether a cached profile answers: an early stop only for a budget that it still breaks."""
+    if not cached.stopped_early:
+        return True
+    return stop_above_ms is not None and min(cached.runs_ms) > stop_above_ms

@@ -1,0 +1,165 @@
+"""Timing a genome on the CPU or a CUDA GPU, in the process that measures (torch lives here).
+
+CPU: ``time.perf_counter_ns`` around each forward pass, on a fixed number of intra-op threads.
+CUDA: a pair of events recorded on the stream around each forward pass, read after one final
+synchronisation, so that the kernels are timed, not the speed at which Python launches them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from tvnsearch.genome.cost import Cost
+from tvnsearch.genome.genes import Genome
+from tvnsearch.measure.memory import available_bytes, is_out_of_memory, peak_memory_bytes
+from tvnsearch.measure.profile import PROBE_RUNS, Settings
+from tvnsearch.models.builder import build_model
+from tvnsearch.status import Status
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+
+
+def time_genome(
+    genome: Genome, num_classes: int, settings: Settings, cost: Cost, stop_above_ms: float | None
+) -> dict[str, Any]:
+    """The measured fields of a ``Profile``: status, timed runs and peak memory."""
+    free = available_bytes(settings.device)
+    if cost.min_memory_bytes > free:  # building it could bring the out-of-memory killer
+        return {
+            "status": Status.REJECTED,
+            "reason": f"needs at least {cost.min_memory_bytes / 2**20:,.0f} MiB, "
+            f"{free / 2**20:,.0f} MiB free on {settings.device}",
+        }
+    model, clip = _prepare(genome, num_classes, settings)
+    runs_ms, stopped = _time_runs(model, clip, settings, stop_above_ms)
+    if stopped:
+        return {"status": Status.REJECTED, "stopped_early": True, "runs_ms": runs_ms}
+    peak = peak_memory_bytes(model, clip)
+    return {"status": Status.ADMITTED, "runs_ms": runs_ms, "peak_memory_mb": peak / 2**20}
+
+
+def _prepare(
+    genome: Genome, num_classes: int, settings: Settings
+) -> tuple[nn.Module, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left as it was
+        torch.manual_seed(settings.seed)
+        model = build_model(genome, num_classes).eval().to(settings.device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    shape = (1, 3, genome.num_frames, genome.resolution, genome.resolution)
+    return model, torch.randn(shape, generator=generator).to(settings.device)
+
+
+@functools.cache
+def keep_freed_memory() -> None:
+    """Keep freed memory in this process's heap (glibc only; elsewhere nothing changes).
+
+    By default glibc hands blocks over 32 MiB back to the OS when they are freed, so every
+    forward pass of a network with large activations page-faults them in anew: up to half its
+    runtime on this project's machines, and the part that varied most between measurements (a
+    15 ms network: CV 10 % across five measurements, 1.5 % with this). A long-running inference
+    process, or a caching allocator, reuses that memory: the steady state is what is timed.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+def _time_runs(
+    model: nn.Module, clip: torch.Tensor, settings: Settings, stop_above_ms: float | None
+) -> tuple[tuple[float, ...], bool]:
+    keep_freed_memory()
+    timer = _time_cuda if clip.is_cuda else _time_cpu
+    with torch.inference_mode(), without_gc():
+        return schedule_runs(lambda n: timer(model, clip, n), settings, stop_above_ms)
+
+
+def schedule_runs(
+    timer: Callable[[int], tuple[float, ...]], settings: Settings, stop_above_ms: float | None
+) -> tuple[tuple[float, ...], bool]:
+    """The timed runs of ``timer(n)`` (which times n runs, in ms each): a cold run, the probe,
+    the rest of the warm-up, then at least ``settings.runs`` runs and ``settings.min_seconds``;
+    ``(probe, True)`` when even the probe's fastest run is over ``stop_above_ms``."""
+    timer(1)  # cold: allocations, kernel selection
+    probe = timer(PROBE_RUNS)
+    if stop_above_ms is not None and min(probe) > stop_above_ms:
+        return probe, True
+    timer(max(settings.warmup - 1 - PROBE_RUNS, 0))
+    runs = timer(_num_runs(settings.min_seconds * 1000, probe, settings.runs))
+    # A probe slowed by a passing load plans too few runs: top up to min_seconds.
+    while (missing_ms := settings.min_seconds * 1000 - sum(runs)) > 0:
+        runs += timer(_num_runs(missing_ms, runs, 1))
+    return runs, False
+
+
+def _num_runs(total_ms: float, seen: tuple[float, ...], at_least: int) -> int:
+    per_run_ms = max(statistics.median(seen), 1e-3)
+    return max(at_least, math.ceil(total_ms / per_run_ms))
+
+
+def _time_cpu(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
+    times = []
+    for _ in range(num_runs):
+        start = time.perf_counter_ns()
+        model(clip)
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return tuple(times)
+
+
+def _time_cuda(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
+    # Events on the stream time the kernels themselves, not how fast Python launches them.
+    pairs = []
+    torch.cuda.synchronize()
+    for _ in range(num_runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        model(clip)
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return tuple(start.elapsed_time(end) for start, end in pairs)
+
+
+def failure(exc: BaseException, device: str) -> dict[str, Any]:
+    """The fields of a ``Profile`` for a candidate that raised ``exc`` while being measured."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    status = Status.REJECTED if is_out_of_memory(exc) else Status.FAILED
+    return {"status": status, "reason": reason}
+
+
+@contextlib.contextmanager
+def without_gc() -> Iterator[None]:
+    # As timeit does: a garbage collection inside a timed run is noise, not the network's cost.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def fixed_threads(num_threads: int) -> Iterator[None]:
+    """Run the body on ``num_threads`` intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,225 @@
+"""The search loop: ask, screen, train in parallel, tell in completion order, write the lineage.
+
+::
+
+    strategy.ask() ─▶ seen before? ── yes ─▶ tell a duplicate (its measurements copied)
+                           │ no
+                           ▼
+                      gate.check ── rejected / failed ─▶ tell (never reaches a worker)
+                           │ admitted
+                           ▼
+                      ready ─▶ executor (num_workers in flight) ─▶ tell, in completion order
+
+Every tell appends one lineage row, with ``num_asked_at_tell``, in the order told: the lineage
+alone rebuilds the strategy (``Strategy.replay``). The budget counts candidates told, whatever
+became of them: a run of budget N asks exactly ids 0..N-1 and tells each once. Admitted
+candidates are screened while others train (at most ``num_workers`` wait ready), so that a worker
+that finishes starts again at once; a genome asked while the same genome trains waits for that
+result and becomes a duplicate, instead of training twice. The driver flushes the lineage every
+``flush_seconds``: a crash loses at most those rows, and a resume asks and runs them again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from tvnsearch.genome.genes import Genome
+from tvnsearch.measure.gate import Gate, Verdict
+from tvnsearch.search.lineage import LineageRecord, LineageWriter
+from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.strategies import Candidate, Result, Strategy
+from tvnsearch.search.worker import Evaluation, Evaluator
+from tvnsearch.status import Status
+
+
+class Executor(Protocol):
+    """Runs evaluations; ``tvnsearch.search.executors.RayExecutor`` or ``InlineExecutor``."""
+
+    @property
+    def num_running(self) -> int: ...
+
+    def submit(self, key: int, genome: Genome) -> None: ...
+
+    def wait(self, timeout: float) -> list[tuple[int, Evaluation]]: ...
+
+
+class InlineExecutor:
+    """Evaluates in the driver, at submission: for tests and for measuring the loop itself."""
+
+    def __init__(self, evaluator: Evaluator, task: Any = None) -> None:
+        self.evaluator, self.task = evaluator, task
+        self._done: deque[tuple[int, Evaluation]] = deque()
+
+    @property
+    def num_running(self) -> int:
+        return len(self._done)
+
+    def submit(self, key: int, genome: Genome) -> None:
+        self._done.append((key, self.evaluator(genome, self.task)))
+
+    def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:
+        done, self._done = list(self._done), deque()
+        return done
+
+
+@dataclass(frozen=True)
+class Pending:
+    candidate: Candidate
+    asked_at: datetime
+    measurements: dict[str, Any]  # the gate's, so far
+
+
+@dataclass(frozen=True)
+class Known:
+    """The first evaluation of a genome, which a duplicate copies."""
+
+    candidate_id: int
+    measurements: dict[str, Any]
+
+
+@dataclass
+class Engine:
+    strategy: Strategy
+    gate: Gate
+    executor: Executor
+    writer: LineageWriter
+    run_id: str
+    tally: Tally  # counts so far (a resumed run starts from the lineage's)
+    num_workers: int = 1
+    known: dict[str, Known] = field(default_factory=dict)  # by genome id
+    progress: Progress | None = None
+    flush_seconds: float = 5.0
+    poll_seconds: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    # Keeps a trained candidate's weights (candidate id, safetensors bytes); None drops them.
+    save_weights: Callable[[int, bytes], None] | None = None
+    _ready: deque[Pending] = field(default_factory=deque, init=False)
+    _running: dict[int, Pending] = field(default_factory=dict, init=False)
+    _admitted: dict[str, int] = field(default_factory=dict, init=False)  # genome id: candidate
+    _waiting: dict[str, list[tuple[Candidate, datetime]]] = field(default_factory=dict, init=False)
+
+    def run(self) -> Tally:
+        """Go on until the budget is told; the lineage is flushed however this ends."""
+        flushed_at = self.clock()
+        try:
+            while self.tally.done < self.tally.budget:
+                self._submit_ready()
+                screening = self._may_ask() and len(self._ready) < self.num_workers
+                if screening:
+                    self._screen(self.strategy.ask())
+                timeout = 0.0 if screening else self.poll_seconds
+                for key, evaluation in self.executor.wait(timeout):
+                    self._finish(self._running.pop(key), evaluation)
+                if self.clock() - flushed_at >= self.flush_seconds:
+                    self.writer.flush()
+                    flushed_at = self.clock()
+                if self.progress:
+                    self.progress.update()
+        finally:
+            self.writer.flush()
+            if self.progress:
+                self.progress.close()
+        return self.tally
+
+    def _may_ask(self) -> bool:
+        waiting = sum(map(len, self._waiting.values()))
+        outstanding = len(self._ready) + len(self._running) + waiting
+        return self.tally.done + outstanding < self.tally.budget
+
+    def _submit_ready(self) -> None:
+        while self._ready and self.executor.num_running < self.num_workers:
+            pending = self._ready.popleft()
+            self._running[pending.candidate.candidate_id] = pending
+            self.executor.submit(pending.candidate.candidate_id, pending.candidate.genome)
+
+    def _screen(self, candidate: Candidate, asked_at: datetime | None = None) -> None:
+        asked_at = asked_at or datetime.now(UTC)
+        genome_id = candidate.genome.id
+        if genome_id in self._admitted:  # the same genome is training: wait for its result
+            self._waiting.setdefault(genome_id, []).append((candidate, asked_at))
+            return
+        found = self.strategy.lookup(candidate.genome.id)
+        if found is not None:
+            first = self.known.get(candidate.genome.id)
+            measurements = dict(first.measurements) if first else {}
+            if first:
+                why = measurements.get("reason")
+                same = f"same genome as candidate {first.candidate_id}"
+                measurements["reason"] = f"{same}: {why}" if why else same
+            self._tell(candidate, found.reused(), asked_at, measurements)
+            return
+        verdict = self.gate.check(candidate.genome)
+        measurements = gate_measurements(verdict)
+        if verdict.status == Status.ADMITTED:
+            self._ready.append(Pending(candidate, asked_at, measurements))
+            self._admitted[genome_id] = candidate.candidate_id
+            return
+        measurements["reason"] = verdict.reason
+        result = self._result(verdict.status, None, measurements)
+        self._tell(candidate, result, asked_at, measurements)
+
+    def _finish(self, pending: Pending, evaluation: Evaluation) -> None:
+        measurements = {**pending.measurements, **evaluation.measurements()}
+        complete = evaluation.status == Status.TRAINED and evaluation.fitness is not None
+        if not complete:
+            measurements["reason"] = evaluation.reason or "evaluated, but without a fitness"
+        status = Status.TRAINED if complete else Status.FAILED
+        fitness = evaluation.fitness if complete else None
+        result = self._result(status, fitness, measurements)
+        if complete and evaluation.weights is not None and self.save_weights is not None:
+            # Before the row: a lineage row of a trained candidate never lacks its weights.
+            self.save_weights(pending.candidate.candidate_id, evaluation.weights)
+        self._tell(pending.candidate, result, pending.asked_at, measurements)
+        genome_id = pending.candidate.genome.id
+        del self._admitted[genome_id]
+        for candidate, asked_at in self._waiting.pop(genome_id, []):
+            self._screen(candidate, asked_at)  # a duplicate now; trained itself if that failed
+
+    def _result(self, status: Status, fitness: float | None, values: Mapping[str, Any]) -> Result:
+        names = self.strategy.metric_names
+        return Result(status, fitness, {n: values[n] for n in names if values.get(n) is not None})
+
+    def _tell(
+        self, candidate: Candidate, result: Result, asked_at: datetime, measurements: dict
+    ) -> None:
+        self.strategy.tell(candidate, result)
+        record = LineageRecord.told(
+            candidate,
+            result,
+            run_id=self.run_id,
+            seed=self.strategy.seed,
+            num_asked_at_tell=self.strategy.num_asked,
+            asked_at=asked_at,
+            finished_at=datetime.now(UTC),
+            **measurements,
+        )
+        self.writer.append(record)
+        if result.status in (Status.TRAINED, Status.REJECTED):
+            self.known.setdefault(candidate.genome.id, Known(candidate.candidate_id, measurements))
+        self.tally.add(candidate.candidate_id, result.status, result.fitness)
+
+
+def gate_measurements(verdict: Verdict) -> dict[str, Any]:
+    """The lineage columns a gate verdict fills: counts, runtimes with their devices, memory."""
+    values: dict[str, Any] = {
+        "params": verdict.params,
+        "flops": verdict.flops,
+        "profile_seconds": verdict.seconds,
+    }
+    if verdict.profiles and verdict.profiles[0].frame_ms is not None:
+        first = verdict.profiles[0]  # where the gate judges frame budgets
+        values["frame_ms"] = first.frame_ms
+        values["frames_per_second"] = first.frames_per_second
+        values["latency_frames"] = first.latency_frames
+    for profile in verdict.profiles:
+        prefix = "cpu" if profile.device.kind == "cpu" else "gpu"
+        values[f"{prefix}_ms"] = profile.median_ms
+        values[f"{prefix}_device"] = profile.device.key
+        if profile.peak_memory_mb is not None:
+            values["memory_mb"] = profile.peak_memory_mb
+    return values

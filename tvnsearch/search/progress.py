@@ -1,0 +1,90 @@
+"""Live progress of a search: counts by status, the best so far, candidates per hour.
+
+On a terminal one line is redrawn in place; otherwise (a log file, a batch job) a plain line is
+printed every ``interval_seconds``, so that logs stay readable. The rate counts this session only,
+so that a resumed search reports its own speed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from tvnsearch.status import Status
+
+MIN_RATE_SECONDS = 5.0
+
+
+@dataclass
+class Tally:
+    """Candidates told, by status, and the fittest one."""
+
+    budget: int
+    counts: Counter[str] = field(default_factory=Counter)
+    best_fitness: float | None = None
+    best_id: int | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, candidate_id: int, status: Status, fitness: float | None) -> None:
+        self.counts[str(status)] += 1
+        better = fitness is not None and (self.best_fitness is None or fitness > self.best_fitness)
+        if better:
+            self.best_fitness, self.best_id = fitness, candidate_id
+
+    def line(self, per_hour: float | None = None) -> str:
+        c = self.counts
+        best = "-" if self.best_id is None else f"{self.best_fitness:.4f} (#{self.best_id})"
+        rate = "" if per_hour is None else f" | {per_hour:,.1f} candidates/h"
+        return (
+            f"[{self.done}/{self.budget}] trained {c['trained']}, rejected {c['rejected']}, "
+            f"failed {c['failed']}, duplicate {c['duplicate']} | best {best}{rate}"
+        )
+
+
+class Progress:
+    def __init__(
+        self,
+        tally: Tally,
+        *,
+        stream: TextIO | None = None,
+        interval_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tally = tally
+        self.stream = stream if stream is not None else sys.stderr
+        self.interactive = self.stream.isatty()
+        self.interval_seconds = 0.5 if self.interactive else interval_seconds
+        self._clock = clock
+        self._started = clock()
+        self._start_done = tally.done
+        self._shown_at = -float("inf")
+
+    def per_hour(self) -> float | None:
+        elapsed = self._clock() - self._started
+        done = self.tally.done - self._start_done
+        # Not before a few seconds: the first rejections come in milliseconds, a silly rate.
+        return 3600.0 * done / elapsed if done and elapsed >= MIN_RATE_SECONDS else None
+
+    def update(self, *, force: bool = False) -> None:
+        if not force and self._clock() - self._shown_at < self.interval_seconds:
+            return
+        self._shown_at = self._clock()
+        line = self.tally.line(self.per_hour())
+        if self.interactive:
+            self.stream.write(f"\r\033[K{line}")
+        else:
+            self.stream.write(f"{line}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.update(force=True)
+        if self.interactive:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,239 @@
+"""A search recipe: frozen dataclasses read from TOML, with checked ``--set key=value`` overrides.
+
+A recipe has five tables: ``[search]`` (space, strategy and its ``[search.options]``, budget, seed),
+``[data]``, ``[train]`` (the fields of ``tvnsearch.train.training.TrainConfig``), ``[constraints]``
+(``tvnsearch.measure.constraints.Constraints``) and ``[resources]``. Paths in a recipe file resolve
+against the file's folder; paths given with ``--set`` against the current folder. Every unknown key
+and wrongly typed value is named. ``recipe_toml`` writes a recipe back with absolute paths: the
+frozen copy that a run folder keeps, which is all ``resume`` needs besides the lineage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tvnsearch.errors import InputError, Problem
+from tvnsearch.measure.constraints import Constraints, constraints_from_dict
+
+if TYPE_CHECKING:
+    from tvnsearch.train.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    space: str  # a search space TOML
+    budget: int  # candidates told: trained, rejected, failed and duplicates alike
+    strategy: str = "evolution"  # a name in tvnsearch.search.strategies.STRATEGIES
+    seed: int = 0
+    name: str = "search"  # the run folder is results/<name>-<timestamp>
+    keep_weights: bool = True  # trained weights in RUN/weights/, for export
+    options: dict[str, Any] = field(default_factory=dict)  # the strategy's keyword arguments
+
+
+@dataclass(frozen=True)
+class DataSection:
+    path: str  # class folders, or a .csv / .jsonl list
+    cache_dir: str | None = None  # decoded frames; default: the machine's shared cache
+    cache_size: int = 128  # cached frames' shorter side, px
+    val_fraction: float = 0.2  # held out per class when the data has no split
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResourcesSection:
+    num_workers: int = 1  # training tasks in flight
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    profiler_threads: int = 1  # CPU cores the profiler reserves (and pins itself to)
+    max_retries: int = 1  # attempts again after a worker process dies, then recorded failed
+    address: str | None = None  # a Ray cluster ("auto", "host:6379"); none: embedded local Ray
+    num_cpus: int | None = None  # embedded Ray's CPUs; default: every usable core
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    search: SearchSection
+    data: DataSection
+    train: TrainConfig
+    constraints: Constraints
+    resources: ResourcesSection
+
+    def __post_init__(self) -> None:
+        problems = [Problem("search.budget", "must be >= 1")] if self.search.budget < 1 else []
+        problems += [
+            Problem(f"resources.{n}", "must be >= 1")
+            for n in ("num_workers", "profiler_threads")
+            if getattr(self.resources, n) < 1
+        ]
+        if self.resources.max_retries < 0:
+            problems.append(Problem("resources.max_retries", "must be >= 0"))
+        if problems:
+            raise InputError("recipe", problems)
+
+
+PATH_KEYS = {("search", "space"), ("data", "path"), ("data", "cache_dir")}
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a recipe TOML file and apply ``key=value`` overrides (``train.iterations=50``)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), f"not valid TOML: {exc}") from None
+    _resolve_paths(data, path.resolve().parent)
+    for override in overrides:
+        _apply(data, override)
+    return recipe_from_dict(data, source=str(path))
+
+
+def recipe_from_dict(data: dict[str, Any], *, source: str) -> RunConfig:
+    from tvnsearch.train.training import TrainConfig  # torch loads only where a recipe is read
+
+    sections = {
+        "search": SearchSection,
+        "data": DataSection,
+        "train": TrainConfig,
+        "resources": ResourcesSection,
+    }
+    problems = [Problem(k, "unknown table") for k in data if k not in [*sections, "constraints"]]
+    built = {name: _section(data, name, cls, problems) for name, cls in sections.items()}
+    if problems:
+        raise InputError(source, problems)
+    constraints = constraints_from_dict(data.get("constraints", {}), source=source)
+    try:
+        return RunConfig(constraints=constraints, **built)
+    except InputError as exc:
+        raise InputError(source, list(exc.problems)) from None
+
+
+def table_from_dict(data: dict[str, Any], name: str, cls: type, *, source: str) -> Any:
+    """One table of a recipe (``data["train"]`` as ``TrainConfig``...), every problem named."""
+    problems: list[Problem] = []
+    table = _section(data, name, cls, problems)
+    if problems:
+        raise InputError(source, problems)
+    return table
+
+
+def _section(data: dict[str, Any], name: str, cls: type, problems: list[Problem]) -> Any:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        problems.append(Problem(name, f"must be a table, but got {table!r}"))
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems += [Problem(f"{name}.{k}", "unknown key") for k in table if k not in fields]
+    required = [n for n, f in fields.items() if _is_required(f)]
+    problems += [Problem(f"{name}.{k}", "is required") for k in required if k not in table]
+    for key, value in table.items():
+        why = _type_problem(hints[key], value) if key in hints else None
+        if why:
+            problems.append(Problem(f"{name}.{key}", why))
+    return cls(**table) if not problems else None
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    allowed = tuple(typing.get_origin(a) or a for a in allowed if a is not type(None))
+    ok = any(_is_a(value, a) for a in allowed)
+    names = " or ".join(a.__name__ for a in allowed)
+    return None if ok else f"must be {names}, but got {value!r}"
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if isinstance(value, bool) != (kind is bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
+def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
+    for section, key in PATH_KEYS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = str((folder / Path(value).expanduser()).resolve())
+
+
+def _apply(data: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    keys = key.strip().split(".")
+    if not sep or len(keys) < 2 or not all(keys):
+        raise InputError("--set", f"{override!r}: must be section.key=value")
+    table = data
+    for part in keys[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise InputError("--set", f"{key}: {part} is not a table")
+    value = _parse_value(text.strip())
+    if tuple(keys) in PATH_KEYS and isinstance(value, str):
+        value = str(Path(value).expanduser().resolve())
+    table[keys[-1]] = value
+    _check_override_key(keys)
+
+
+def _check_override_key(keys: list[str]) -> None:
+    from tvnsearch.train.training import TrainConfig
+
+    known = {
+        "search": SearchSection,
+        "data": DataSection,
+        "train": TrainConfig,
+        "constraints": Constraints,
+        "resources": ResourcesSection,
+    }
+    cls = known.get(keys[0])
+    names = {f.name for f in dataclasses.fields(cls)} if cls else set()
+    is_option = keys[:2] == ["search", "options"] and len(keys) == 3
+    if not is_option and (len(keys) != 2 or keys[1] not in names):
+        raise InputError("--set", f"{'.'.join(keys)}: unknown key")
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (``50``, ``1e-3``, ``true``, ``"x"``, ``[1, 2]``), else the text itself."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def recipe_toml(config: RunConfig, *, space: str | None = None) -> str:
+    """The recipe as TOML with every field written out (``space`` replaces the space path)."""
+    tables = {
+        "search": dataclasses.asdict(config.search),
+        "data": dataclasses.asdict(config.data),
+        "train": dataclasses.asdict(config.train),
+        "constraints": dataclasses.asdict(config.constraints),
+        "resources": dataclasses.asdict(config.resources),
+    }
+    if space is not None:
+        tables["search"]["space"] = space
+    options = tables["search"].pop("options")
+    lines: list[str] = []
+    for name, table in [*tables.items(), ("search.options", options)]:
+        lines += [f"[{name}]"] + [f"{k} = {_toml(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)  # strings and arrays: JSON's forms are valid TOML

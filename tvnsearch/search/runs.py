@@ -1,0 +1,155 @@
+"""A run: its folder, starting and resuming its search, and a summary of where it stands.
+
+``create_run`` makes ``results/<name>-<timestamp>/`` with frozen copies of the recipe (overrides
+applied, paths absolute) and of the search space; ``run_search`` then runs it, and runs it again
+after an interruption: the strategy is rebuilt from the lineage alone (``Strategy.replay``), the
+candidates in flight at the crash are asked and run again, and nothing is told twice. A run
+folder holds all a resume needs: ``recipe.toml``, ``space.toml``, ``lineage/``, and the profiles
+measured so far (``profiles-cpu.json``), which spare a resume the measurements. It also keeps
+the weights of every trained candidate, ``weights/candidate-<id>.safetensors`` (unless
+``search.keep_weights`` is false), which ``tvnsearch export`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import atomic_write_text
+from tvnsearch.genome.space import SearchSpace, load_space
+from tvnsearch.measure.constraints import TIME_LIMITS
+from tvnsearch.search.lineage import best, read_lineage
+from tvnsearch.search.progress import Tally
+from tvnsearch.search.recipe import RunConfig, load_recipe, recipe_toml
+from tvnsearch.search.strategies import STRATEGIES, Strategy, make_strategy
+
+RECIPE_FILE = "recipe.toml"
+SPACE_FILE = "space.toml"
+FLUSH_SECONDS = 5.0  # what a kill -9 of the driver can lose, at most; those run again on resume
+
+
+def create_run(
+    recipe: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    address: str | None = None,
+    name: str | None = None,
+    results_dir: str | Path = "results",
+) -> Path:
+    """A new run folder for ``recipe``; the recipe and space are checked before it is made."""
+    extra = [f"resources.address={json.dumps(address)}"] if address else []
+    extra += [f"search.name={json.dumps(name)}"] if name else []
+    config = load_recipe(recipe, [*overrides, *extra])
+    space = load_space(config.search.space)
+    new_strategy(config, space, source=str(recipe))
+    if not Path(config.data.path).exists():
+        why = f"no such file or folder: {config.data.path}"
+        raise InputError(str(recipe), [Problem("data.path", why)])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(results_dir) / f"{config.search.name}-{stamp}"
+    for n in range(2, 100):
+        if not run_dir.exists():
+            break
+        run_dir = Path(results_dir) / f"{config.search.name}-{stamp}-{n}"
+    run_dir.mkdir(parents=True)
+    atomic_write_text(run_dir / SPACE_FILE, Path(config.search.space).read_text())
+    atomic_write_text(run_dir / RECIPE_FILE, recipe_toml(config, space=SPACE_FILE))
+    return run_dir
+
+
+def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    recipe = Path(run_dir) / RECIPE_FILE
+    if not recipe.is_file():
+        raise InputError(str(run_dir), f"not a run folder: no {RECIPE_FILE}")
+    return load_recipe(recipe, overrides)
+
+
+def new_strategy(config: RunConfig, space: SearchSpace, *, source: str) -> Strategy:
+    s = config.search
+    if s.strategy not in STRATEGIES:
+        why = f"must be one of {list(STRATEGIES)}, but got {s.strategy!r}"
+        raise InputError(source, [Problem("search.strategy", why)])
+    try:
+        return make_strategy(s.strategy, space, seed=s.seed, **s.options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(source, [Problem("search.options", str(exc))]) from None
+
+
+def profiled_devices(config: RunConfig, strategy: Strategy) -> list[str]:
+    """The devices the gate measures on: a time budget, a memory or frame budget (measured on
+    the CPU unless a GPU is timed), or a runtime the strategy reads (NSGA-II's ``cpu_ms``)."""
+    c = config.constraints
+    wanted = set(strategy.metric_names)
+    devices = [
+        kind
+        for kind, limit in TIME_LIMITS.items()
+        if getattr(c, limit) is not None or limit.removeprefix("max_") in wanted
+    ]
+    measured = ("max_memory_mb", "max_frame_ms", "min_frames_per_second")
+    if not devices and (any(getattr(c, n) is not None for n in measured) or "memory_mb" in wanted):
+        devices = ["cpu"]
+    return devices
+
+
+def tally_of(frame: pd.DataFrame, budget: int) -> Tally:
+    counts = Counter({str(k): int(v) for k, v in frame["status"].value_counts().items()})
+    tally = Tally(budget, counts)
+    top = best(frame, 1)
+    if len(top):
+        tally.best_fitness = float(top.at[0, "fitness"])
+        tally.best_id = int(top.at[0, "candidate_id"])
+    return tally
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """Where a run stands: counts by status, the best so far, its pace."""
+    config = load_run(run_dir)
+    frame = read_lineage(run_dir)
+    tally = tally_of(frame, config.search.budget)
+    status: dict[str, Any] = {
+        "run": str(run_dir),
+        "strategy": config.search.strategy,
+        "budget": tally.budget,
+        "done": tally.done,
+        "complete": tally.done >= tally.budget,
+        **{s: tally.counts[s] for s in ("trained", "rejected", "failed", "duplicate")},
+        "best": None,
+        "candidates_per_hour": None,
+    }
+    if tally.best_id is not None:
+        row = frame[frame["candidate_id"] == tally.best_id].iloc[0]
+        status["best"] = {
+            "candidate_id": tally.best_id,
+            "genome_id": str(row["genome_id"]),
+            "fitness": tally.best_fitness,
+        }
+    if len(frame):
+        hours = (frame["finished_at"].max() - frame["asked_at"].min()).total_seconds() / 3600
+        status["candidates_per_hour"] = len(frame) / hours if hours > 0 else None
+    return status
+
+
+def describe_status(status: dict[str, Any]) -> str:
+    best_ = status["best"]
+    rate = status["candidates_per_hour"]
+    state = "complete" if status["complete"] else "unfinished (resume it to go on)"
+    lines = [
+        f"{status['run']}: {status['strategy']}, {status['done']} of {status['budget']} "
+        f"candidates, {state}",
+        f"  trained {status['trained']}, rejected {status['rejected']}, "
+        f"failed {status['failed']}, duplicate {status['duplicate']}",
+        "  best     -"
+        if best_ is None
+        else f"  best     {best_['fitness']:.4f}: candidate {best_['candidate_id']} "
+        f"(genome {best_['genome_id']})",
+    ]
+    if rate is not None:
+        lines.append(f"  pace     {rate:,.1f} candidates/h (first ask to last tell)")
+    return "\n".join(lines)

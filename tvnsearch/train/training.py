@@ -1,0 +1,318 @@
+"""Partial training: one genome, a fixed number of iterations, scored on the validation split.
+
+``train_genome`` never raises for a candidate's own failure: a loss that turns NaN or infinite,
+running out of memory, or any exception while building, training or scoring gives a FAILED
+result with the reason, so a search goes on. Training is deterministic under ``TrainConfig.seed``
+on CPU (same seed, same fitness, whatever the number of DataLoader workers); the caller's global
+random state is left as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tvnsearch.data.clips import ClipDataset, ClipSampler, ClipSpec, FrameReader
+from tvnsearch.data.datasets import VideoDataset, load_dataset
+from tvnsearch.data.frame_cache import FrameCache, Skipped
+from tvnsearch.errors import InputError, Problem
+from tvnsearch.genome.genes import Genome
+from tvnsearch.models.builder import build_model
+from tvnsearch.status import Status
+from tvnsearch.train.metrics import multi_class_scores, multi_label_scores
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 1000  # the paper used 10,000 on Kinetics; a recipe sets its own budget
+    batch_size: int = 16  # enough clips for BatchNorm statistics, small enough for quick steps
+    # AdamW: one learning rate suits the very different networks of a search (SGD's best rate
+    # moves with depth and width). 5e-3 after warm-up: on the synthetic benchmark 2e-3 had not
+    # learnt the motion after 300 steps; short budgets want a high rate.
+    learning_rate: float = 5e-3
+    weight_decay: float = 0.05  # decoupled, as in the DeiT and ConvNeXt AdamW recipes
+    warmup_fraction: float = 0.05  # linear warm-up, then cosine to 0: no schedule to tune
+    label_smoothing: float = 0.0  # off: short budgets barely overfit
+    flip: bool = True  # left-right flips; turn off where left and right differ in meaning
+    seed: int = 0  # weights, clip order, offsets, crops, flips and dropout
+    device: str = "cpu"
+    # A clip from the frame cache takes under 1 ms (bench/data_bench.py), little beside a CPU
+    # training step; on a GPU, workers keep it fed.
+    num_workers: int = 0
+    mixed_precision: bool = True  # bf16 (or fp16 with loss scaling) autocast, on CUDA only
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: Status
+    reason: str | None
+    fitness: float | None  # top1 + top5 (multi-class) or mean_ap (multi-label)
+    top1: float | None
+    top5: float | None  # top-k accuracy with k = min(5, num_classes)
+    mean_ap: float | None
+    iterations: int  # completed
+    final_loss: float | None
+    train_seconds: float
+    eval_seconds: float
+    num_train_videos: int
+    num_val_videos: int
+    clip: ClipSpec  # the input the scores were measured on: needed to run the model again
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        head = (
+            f"{self.status} after {self.iterations} iterations in {self.train_seconds:.1f} s "
+            f"(+{self.eval_seconds:.1f} s scoring; {self.num_train_videos} train / "
+            f"{self.num_val_videos} val videos)"
+        )
+        if self.status == Status.FAILED:
+            return f"{head}\nreason: {self.reason}"
+        if self.mean_ap is not None:
+            return f"{head}\nmAP {self.mean_ap:.4f}  fitness {self.fitness:.4f}"
+        return f"{head}\ntop-1 {self.top1:.4f}  top-5 {self.top5:.4f}  fitness {self.fitness:.4f}"
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """A dataset whose videos can all be read from ``frames`` (unreadable ones were dropped)."""
+
+    dataset: VideoDataset
+    frames: FrameReader
+    skipped: tuple[Skipped, ...] = ()
+
+
+def prepare_data(
+    path: str | Path,
+    cache: FrameCache,
+    *,
+    strict: bool = False,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    num_workers: int | None = None,
+) -> TrainData:
+    """Read the dataset, decode every video into ``cache`` once, drop (or, strict, refuse) the
+    unreadable ones. Every candidate of a search then reads the same ``TrainData``."""
+    dataset = load_dataset(path, val_fraction=val_fraction, seed=split_seed)
+    paths = [v.path for v in dataset.videos]
+    # Decoding threads: PyAV decodes without holding the GIL.
+    workers = num_workers or os.cpu_count() or 1
+    index = cache.index(paths, strict=strict, source=dataset.source, num_workers=workers)
+    train = tuple(v for v in dataset.train if v.path in index.entries)
+    val = tuple(v for v in dataset.val if v.path in index.entries)
+    empty = [
+        Problem(f"{n} split", "has no readable video")
+        for n, s in [("train", train), ("val", val)]
+        if not s
+    ]
+    if empty:
+        raise InputError(dataset.source, empty)
+    return TrainData(dataclasses.replace(dataset, train=train, val=val), index, index.skipped)
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` as a torch device, or an ``InputError`` if this machine has no such device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InputError("--device", f"must be cpu, cuda or cuda:N, but got {name!r}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise InputError("--device", f"{name!r} asked for, but this machine has {count} GPUs")
+    return device
+
+
+@dataclass
+class _Progress:  # what a failure report can still say
+    iterations: int = 0
+    loss: float | None = None
+    train_seconds: float = 0.0
+
+
+class _Diverged(Exception):
+    pass
+
+
+def train_genome(genome: Genome, data: TrainData, config: TrainConfig) -> TrainResult:
+    """Train ``genome`` for ``config.iterations`` steps on ``data`` and score it."""
+    return train_model(genome, data, config)[0]
+
+
+def train_model(
+    genome: Genome, data: TrainData, config: TrainConfig
+) -> tuple[TrainResult, nn.Module | None]:
+    """As ``train_genome``, with the trained model (in eval mode) when the result is trained."""
+    progress = _Progress()
+    started = time.perf_counter()
+    try:
+        device = torch.device(config.device)
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            return _train_and_score(genome, data, config, device, progress)
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        why = f"out of memory: {_first_line(exc)}"
+    except _Diverged as exc:
+        why = str(exc)
+    except Exception as exc:  # a candidate's failure is a result, not the end of a search
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+    if progress.train_seconds == 0.0:
+        progress.train_seconds = time.perf_counter() - started
+    return _result(genome, data, progress, Status.FAILED, why, {}, 0.0), None
+
+
+def _train_and_score(
+    genome: Genome, data: TrainData, config: TrainConfig, device: torch.device, progress: _Progress
+) -> tuple[TrainResult, nn.Module | None]:
+    dataset, clip = data.dataset, ClipSpec.of(genome)
+    model = build_model(genome, dataset.num_classes).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    warmup = max(1, round(config.iterations * config.warmup_fraction))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(learning_rate_factor, total=config.iterations, warmup=warmup)
+    )
+    loss_fn = (
+        nn.BCEWithLogitsLoss()
+        if dataset.multi_label
+        else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    )
+    amp_dtype = _autocast_dtype(device, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    batches = iter(_train_loader(data, clip, config, device))
+    started = time.perf_counter()
+    model.train()
+    for step in range(config.iterations):
+        clips, targets = next(batches)
+        x = clip.normalization.apply(clips.to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = loss_fn(model(x), targets.to(device, non_blocking=True))
+        progress.loss = loss.item()
+        if not math.isfinite(progress.loss):
+            raise _Diverged(f"loss became {progress.loss} at iteration {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        progress.iterations = step + 1
+    progress.train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = _score(model, data, clip, config, device, amp_dtype)
+    eval_seconds = time.perf_counter() - started
+    if math.isnan(scores["fitness"]):
+        why = "no class has a positive video in the validation split, so mAP is undefined"
+        return _result(genome, data, progress, Status.FAILED, why, {}, eval_seconds), None
+    return _result(genome, data, progress, Status.TRAINED, None, scores, eval_seconds), model
+
+
+def learning_rate_factor(step: int, *, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _autocast_dtype(device: torch.device, config: TrainConfig) -> torch.dtype | None:
+    if device.type != "cuda" or not config.mixed_precision:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _clips(data: TrainData, clip: ClipSpec, *, train: bool, flip: bool = False) -> ClipDataset:
+    ds = data.dataset
+    return ClipDataset(
+        data.frames,
+        ds.train if train else ds.val,
+        clip,
+        num_classes=ds.num_classes,
+        multi_label=ds.multi_label,
+        train=train,
+        flip=flip,
+    )
+
+
+def _train_loader(
+    data: TrainData, clip: ClipSpec, config: TrainConfig, device: torch.device
+) -> DataLoader:
+    clips = _clips(data, clip, train=True, flip=config.flip)
+    return DataLoader(
+        clips,
+        batch_size=config.batch_size,
+        sampler=ClipSampler(len(clips), config.seed),
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        # A private generator: worker seeds must not draw from the (seeded) global stream, or
+        # the dropout masks would change with the number of workers.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+
+
+@torch.inference_mode()
+def _score(
+    model: nn.Module,
+    data: TrainData,
+    clip: ClipSpec,
+    config: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    clips = _clips(data, clip, train=False)
+    loader = DataLoader(clips, batch_size=config.batch_size, num_workers=config.num_workers)
+    model.eval()
+    logits, targets = [], []
+    for x, y in loader:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(clip.normalization.apply(x.to(device)))
+        logits.append(out.float().cpu())
+        targets.append(y)
+    logits_all, targets_all = torch.cat(logits), torch.cat(targets)
+    if data.dataset.multi_label:
+        return multi_label_scores(logits_all, targets_all)
+    return multi_class_scores(logits_all, targets_all)
+
+
+def _result(
+    genome: Genome,
+    data: TrainData,
+    progress: _Progress,
+    status: Status,
+    reason: str | None,
+    scores: dict[str, float],
+    eval_seconds: float,
+) -> TrainResult:
+    return TrainResult(
+        status=status,
+        reason=reason,
+        fitness=scores.get("fitness"),
+        top1=scores.get("top1"),
+        top5=scores.get("top5"),
+        mean_ap=scores.get("mean_ap"),
+        iterations=progress.iterations,
+        final_loss=progress.loss if math.isfinite(progress.loss or math.nan) else None,
+        train_seconds=progress.train_seconds,
+        eval_seconds=eval_seconds,
+        num_train_videos=len(data.dataset.train),
+        num_val_videos=len(data.dataset.val),
+        clip=ClipSpec.of(genome),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
