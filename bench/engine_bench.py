@@ -40,8 +40,9 @@ from tvnsearch.genome.space import load_space
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.measure.device import cpu_model
 from tvnsearch.measure.gate import Gate
-from tvnsearch.search.engine import Engine, InlineExecutor
+from tvnsearch.search.engine import Engine
 from tvnsearch.search.evolution import Evolution
+from tvnsearch.search.inline import InlineExecutor
 from tvnsearch.search.launch import run_search
 from tvnsearch.search.lineage import LineageWriter, read_lineage
 from tvnsearch.search.progress import Tally

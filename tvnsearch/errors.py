@@ -1,4 +1,5 @@
-"""The one exception type for bad user input: what is wrong, where, and which field."""
+"""The one exception type for bad user input (what is wrong, where, and which field), and the one
+line that a record keeps of any other exception."""
 
 from __future__ import annotations
 
@@ -28,3 +29,11 @@ class InputError(ValueError):
 
     def lines(self) -> list[str]:
         return [f"{self.source}: {problem}" for problem in self.problems]
+
+
+def describe_error(exc: BaseException, *, limit: int = 500) -> str:
+    """``Type: first line of the message``: the one-line reason a record keeps of ``exc`` (its
+    whole traceback belongs in a log)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text[:limit]

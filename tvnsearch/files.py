@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tvnsearch.errors import InputError
+
+TEMP_SUFFIX = ".tmp"
 
 
 def read_json(path: str | Path) -> Any:
@@ -28,23 +32,48 @@ def read_json(path: str | Path) -> Any:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to ``path`` so that no reader ever sees half of it (see ``atomic_writer``)."""
     atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``data`` to ``path`` so that no reader ever sees half of it (see ``atomic_writer``)."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | Path, *, mode: int | None = None, durable: bool = False
+) -> Iterator[BinaryIO]:
+    """A binary file whose content replaces ``path`` whole, or not at all.
+
+    It is a hidden temporary file beside ``path`` (``.<name>.<random>.tmp``, which pandas and
+    pyarrow skip when they read a folder), renamed over ``path`` when the block ends; an error in
+    the block removes it. ``mode``: the file's permissions (default: what ``open`` gives under the
+    umask). ``durable``: the data reaches the disk before the rename does, so that even a power
+    loss leaves the old file or the new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove what an ``atomic_writer`` interrupted by a crash left in ``folder``."""
+    for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def _read_umask() -> int:

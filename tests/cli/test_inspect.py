@@ -1,17 +1,27 @@
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tvnsearch.cli.main import main
 from tvnsearch.inspect.pareto import OBJECTIVES, pareto_front
+from tvnsearch.measure.constraints import Constraints
+from tvnsearch.measure.gate import Gate
+from tvnsearch.search.engine import Engine
+from tvnsearch.search.inline import InlineExecutor
 from tvnsearch.search.lineage import LineageWriter, read_lineage, records_from_frame
+from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.runs import save_run_log
+from tvnsearch.search.strategies import RandomSearch
+from tvnsearch.search.worker import Evaluation, failed
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -129,3 +139,31 @@ def test_lineage_of_an_unknown_id_exits_2(capsys, searched_run) -> None:
     code, out, err = run_cli(capsys, "lineage", str(searched_run), "--id", "999")
     assert code == 2 and out == ""
     assert err.startswith("tvnsearch lineage: command line: --id: no candidate 999 in ")
+
+
+def test_lineage_shows_a_failed_candidate_s_reason_and_log(capsys, tmp_path, tiny_space) -> None:
+    def broken(genome, task) -> Evaluation:
+        try:
+            raise ValueError(f"cannot train {genome.id}")
+        except ValueError as exc:
+            return failed(exc)
+
+    tally = Tally(3)
+    with LineageWriter(tmp_path) as writer:
+        Engine(
+            RandomSearch(tiny_space, seed=0),
+            Gate(Constraints(), num_classes=9),
+            InlineExecutor(broken),
+            writer,
+            run_id="r",
+            tally=tally,
+            progress=Progress(tally, stream=io.StringIO()),
+            save_log=partial(save_run_log, tmp_path),
+        ).run()
+    code, out, _ = run_cli(capsys, "lineage", str(tmp_path), "--id", "1")
+    assert code == 0 and "reason: ValueError: cannot train" in out
+    assert f"log: {tmp_path / 'logs' / 'candidate-1.log'}" in out
+    assert "Traceback (most recent call last)" in out and "in broken" in out
+    code, out, _ = run_cli(capsys, "lineage", str(tmp_path), "--id", "1", "--json")
+    shown = json.loads(out)
+    assert shown["reason"].startswith("ValueError") and "in broken" in shown["story"]

@@ -120,10 +120,20 @@ def test_median_and_spread_are_computed_from_the_runs() -> None:
 def test_asking_for_a_missing_gpu_names_the_field() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(InputError, match="device: cuda was asked for"):
-        check_device("cuda", 1, source="profiler")
+    with pytest.raises(InputError, match="device: cuda was asked for, but no CUDA GPU"):
+        check_device("cuda", source="profiler")
     with pytest.raises(InputError, match="threads: must be >= 1"):
-        check_device("cpu", 0, source="profiler")
+        check_device("cpu", threads=0, source="profiler")
+
+
+def test_one_device_check_names_the_field_for_every_kind_of_name() -> None:
+    check_device("cpu", source="command line")
+    with pytest.raises(InputError, match=r"--device: must be cpu, cuda or cuda:N, but got 'tpu'"):
+        check_device("tpu", source="command line", field="--device")
+    with pytest.raises(InputError, match="must be cpu, cuda or cuda:N, but got 'cpu:1'"):
+        check_device("cpu:1", source="command line")
+    with pytest.raises(InputError, match="was asked for, but"):
+        check_device(f"cuda:{torch.cuda.device_count()}", source="command line")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")

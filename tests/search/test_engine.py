@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import random
+import time
 import tomllib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,13 +18,24 @@ from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.genome.space import SearchSpace, space_from_dict
 from tvnsearch.measure.constraints import Constraints
+from tvnsearch.measure.device import device_signature
 from tvnsearch.measure.gate import Gate
-from tvnsearch.search.engine import Engine, InlineExecutor
+from tvnsearch.measure.profile import Profile
+from tvnsearch.search.engine import Engine, gate_measurements, known_of
 from tvnsearch.search.evolution import Evolution
-from tvnsearch.search.lineage import LineageRecord, LineageWriter, read_lineage, records_from_frame
+from tvnsearch.search.inline import InlineExecutor
+from tvnsearch.search.lineage import (
+    MEASUREMENTS,
+    LineageRecord,
+    LineageWriter,
+    read_lineage,
+    records_from_frame,
+)
 from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.runs import save_run_log
 from tvnsearch.search.strategies import RandomSearch, Strategy
-from tvnsearch.search.worker import Evaluation
+from tvnsearch.search.worker import Evaluation, failed
+from tvnsearch.status import Status
 
 MAX_PARAMS = 20_000  # rejects a good share of the tiny space
 
@@ -39,25 +52,30 @@ def run(
     *,
     num_workers: int = 2,
     stream: io.StringIO | None = None,
+    executor: InlineExecutor | None = None,
+    gate: Gate | None = None,
+    writer: type[LineageWriter] = LineageWriter,
 ) -> Tally:
+    """Run (or resume, as ``tvnsearch.search.launch.run_search`` does) a search without Ray."""
     frame = read_lineage(run_dir) if (run_dir / "lineage").exists() else None
+    records = records_from_frame(frame) if frame is not None else []
+    strategy.replay(records)
     tally = Tally(budget)
-    if frame is not None:
-        records = records_from_frame(frame)
-        strategy.replay(records)
-        for r in records:
-            tally.add(r.candidate_id, r.status, r.fitness)
-    gate = Gate(Constraints(max_params=MAX_PARAMS), num_classes=9)
-    with LineageWriter(run_dir, flush_rows=3) as writer:
+    for r in records:
+        tally.add(r.candidate_id, r.status, r.fitness)
+    gate = gate or Gate(Constraints(max_params=MAX_PARAMS), num_classes=9)
+    with writer(run_dir, flush_rows=3) as lineage:
         engine = Engine(
             strategy,
             gate,
-            InlineExecutor(evaluator),
-            writer,
+            executor or InlineExecutor(evaluator),
+            lineage,
             run_id=run_dir.name,
             tally=tally,
             num_workers=num_workers,
+            known=known_of(records),
             progress=Progress(tally, stream=stream or io.StringIO()),
+            save_log=partial(save_run_log, run_dir),
         )
         return engine.run()
 
@@ -193,3 +211,144 @@ def test_trained_weights_are_kept_before_their_row_and_only_theirs(tmp_path, tin
     assert list(frame["status"]) == ["trained", "duplicate", "duplicate"]
     assert events == ["weights 0", "row 0", "row 1", "row 2"]
     assert kept == {0: frame.at[0, "genome_id"].encode()}
+
+
+# As Ray does it: results in any order, workers lost and retried, a gate that takes its time.
+
+
+def test_results_told_in_any_order_replay_to_the_same_search(tmp_path, tiny_space) -> None:
+    strategy = evolution(tiny_space)
+    run(tmp_path, strategy, 40, num_workers=4, executor=InlineExecutor(score, seed=7))
+    frame = read_lineage(tmp_path)
+    assert sorted(frame["candidate_id"]) == list(range(40))
+    assert list(frame["candidate_id"]) != sorted(frame["candidate_id"])  # told out of order
+    assert list(frame["num_asked_at_tell"]) == sorted(frame["num_asked_at_tell"])
+    replayed = evolution(tiny_space)
+    replayed.replay(records_from_frame(frame))
+    assert [strategy.ask() for _ in range(8)] == [replayed.ask() for _ in range(8)]
+
+
+def test_a_lost_worker_is_retried_then_its_candidate_recorded_failed(tmp_path, tiny_space) -> None:
+    executor = InlineExecutor(score, seed=1, loss_rate=0.5, max_retries=1)
+    run(tmp_path, evolution(tiny_space), 30, num_workers=3, executor=executor)
+    frame = read_lineage(tmp_path)
+    lost = frame[frame["reason"].str.startswith("worker lost", na=False)]
+    trained = frame[frame["status"] == "trained"]
+    assert len(frame) == 30 and len(lost) and len(trained)
+    assert (lost["status"] == "failed").all() and lost["fitness"].isna().all()
+    assert (lost["reason"] == "worker lost after 2 attempt(s): WorkerLostError").all()
+    assert executor.num_attempts > len(trained) + len(lost)  # some tasks were tried again
+    assert all("the worker process died" in (tmp_path / p).read_text() for p in lost["log"])
+
+
+class SlowGate(Gate):
+    def check(self, genome: Genome):
+        time.sleep(0.003)
+        return super().check(genome)
+
+
+def test_a_slow_gate_loses_no_candidate_and_trains_no_genome_twice(tmp_path, tiny_space) -> None:
+    calls: list[str] = []
+
+    def counting(genome: Genome, task: object) -> Evaluation:
+        calls.append(genome.id)
+        return score(genome)
+
+    gate = SlowGate(Constraints(max_params=MAX_PARAMS), num_classes=9)
+    executor = InlineExecutor(counting, seed=3)
+    run(tmp_path, evolution(tiny_space), 40, num_workers=3, executor=executor, gate=gate)
+    frame = read_lineage(tmp_path)
+    assert sorted(frame["candidate_id"]) == list(range(40))
+    assert len(calls) == len(set(calls)) == (frame["status"] == "trained").sum()
+
+
+# One schema: what the engine writes is in it, and a resumed run writes what an uninterrupted one
+# does.
+
+
+class Stream:
+    """A profiler of made-up figures that a pipelined candidate's measurement has."""
+
+    def measure(self, genome: Genome, num_classes: int, *, stop_above_ms=None) -> Profile:
+        cost = count_cost(genome, num_classes)
+        return Profile(
+            genome.id,
+            num_classes,
+            device_signature("cpu", 1),
+            Status.ADMITTED,
+            cost.params,
+            cost.flops,
+            runs_ms=(2.0, 2.0, 2.5),
+            peak_memory_mb=3.0,
+            frame_runs_ms=(0.5, 0.6, 0.5),
+            latency_frames=2,
+        )
+
+
+def streaming_gate() -> Gate:
+    return Gate(
+        Constraints(max_params=MAX_PARAMS, max_cpu_ms=1e6),
+        num_classes=9,
+        profilers={"cpu": Stream()},
+    )
+
+
+def test_every_column_the_engine_fills_is_in_the_schema(tiny_space) -> None:
+    rng = random.Random(0)
+    genome = next(g for g in iter(lambda: tiny_space.sample(rng), None) if small(g))
+    verdict = streaming_gate().check(genome)
+    evaluation = Evaluation("trained", *(1.0,) * 4, 1.0, "host:1")  # every measured field set
+    written = {*gate_measurements(verdict), *evaluation.measurements(), "reason", "log"}
+    assert {"frame_ms", "frames_per_second", "latency_frames", "cpu_device"} <= written
+    assert written <= set(MEASUREMENTS)
+    assert set(MEASUREMENTS) <= {f.name for f in dataclasses.fields(LineageRecord)}
+
+
+class StopAt(LineageWriter):
+    rows = 3  # the driver dies after this many rows were told
+
+    def append(self, record: LineageRecord) -> None:
+        if record.candidate_id >= self.rows:
+            raise Interrupt
+        super().append(record)
+
+
+def test_a_resumed_run_fills_the_same_columns_as_an_uninterrupted_one(tmp_path, tiny_space) -> None:
+    space = one_genome_space(tiny_space)  # candidate 0 trains, every later one is a duplicate
+    run(tmp_path / "whole", RandomSearch(space, seed=0), 6, gate=streaming_gate(), num_workers=1)
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupt):
+        run(
+            cut, RandomSearch(space, seed=0), 6, gate=streaming_gate(), writer=StopAt, num_workers=1
+        )
+    assert len(read_lineage(cut)) == StopAt.rows
+    run(cut, RandomSearch(space, seed=0), 6, gate=streaming_gate(), num_workers=1)
+    whole, resumed = read_lineage(tmp_path / "whole"), read_lineage(cut)
+    assert list(resumed["status"]) == list(whole["status"]) == ["trained"] + ["duplicate"] * 5
+    for (_, a), (_, b) in zip(whole.iterrows(), resumed.iterrows(), strict=True):
+        assert set(a[a.notna()].index) == set(b[b.notna()].index), a["candidate_id"]
+    assert resumed["frame_ms"].notna().all()
+
+
+# Failures keep their story.
+
+
+def test_a_failed_candidate_keeps_its_traceback_in_a_log_the_row_points_at(tmp_path, tiny_space):
+    def broken(genome: Genome, task: object) -> Evaluation:
+        try:
+            raise RuntimeError(f"no kernel for {genome.id}\nsecond line")
+        except RuntimeError as exc:
+            return failed(exc)
+
+    run(tmp_path, evolution(tiny_space), 6, broken)
+    frame = read_lineage(tmp_path)
+    failed_rows = frame[frame["status"] == "failed"]
+    assert (
+        len(failed_rows)
+        and failed_rows["reason"].str.fullmatch(r"RuntimeError: no kernel for \w+").all()
+    )
+    for _, row in failed_rows.iterrows():
+        assert row["log"] == f"logs/candidate-{row['candidate_id']}.log"
+        story = (tmp_path / row["log"]).read_text()
+        assert story.startswith("Traceback") and "in broken" in story and "second line" in story
+    assert frame[frame["status"] != "failed"]["log"].isna().all()

@@ -23,6 +23,7 @@ from tvnsearch.train.weights import read_weights, run_weights_path
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
 
+GENEROUS_MS = 10_000.0
 RECIPE = """
 [search]
 name = "t"
@@ -98,7 +99,10 @@ def unlucky(genome: Genome, task: object) -> Evaluation:
 def test_a_real_search_trains_admitted_and_rejects_the_rest_untrained(
     tmp_path, data, local_ray, capsys
 ) -> None:
-    constraints = "max_flops = 20_000_000\nmax_cpu_ms = 3.0"
+    # A runtime budget no candidate of the tiny space can break on any machine: every candidate is
+    # measured by the profiler, and the counted FLOPs budget alone decides (the same on any
+    # machine) which are rejected.
+    constraints = f"max_flops = 20_000_000\nmax_cpu_ms = {GENEROUS_MS}"
     run_dir = new_run(tmp_path, data, budget=6, constraints=constraints, num_workers=1)
     tally = run_search(run_dir)
     frame = read_lineage(run_dir)
@@ -107,7 +111,8 @@ def test_a_real_search_trains_admitted_and_rejects_the_rest_untrained(
     rejected = frame[frame["status"] == "rejected"]
     assert len(trained) and len(rejected) and len(trained) + len(rejected) == 6
     assert trained["fitness"].notna().all() and trained["worker_node"].notna().all()
-    assert (trained["cpu_ms"] <= 3.0).all() and trained["cpu_device"].notna().all()
+    assert (trained["cpu_ms"] <= GENEROUS_MS).all() and trained["cpu_device"].notna().all()
+    assert rejected["reason"].str.startswith("max_flops").all()
     assert rejected["train_seconds"].isna().all() and rejected["worker_node"].isna().all()
     assert (run_dir / "profiles-cpu.json").is_file()
     assert main(["status", str(run_dir), "--json"]) == 0
@@ -159,6 +164,10 @@ def test_failing_and_dying_workers_are_recorded_and_the_search_goes_on(
     assert (lost["status"] == "failed").all() and (raised["status"] == "failed").all()
     assert lost["reason"].str.startswith("worker lost after 2 attempt(s)").all()
     assert (raised["reason"] == "RuntimeError: a bug in training").all()
+    for path in raised["log"]:  # the whole traceback, from the worker, kept by the driver
+        story = (run_dir / path).read_text()
+        assert "Traceback" in story and "in unlucky" in story
+    assert all("worker lost" in (run_dir / path).read_text() for path in lost["log"])
     assert (admitted[residue > 1]["status"] == "trained").all()
 
 
@@ -192,7 +201,7 @@ def test_a_streaming_search_trains_pipelines_and_records_their_frame_times(
         tmp_path,
         data,
         budget=6,
-        constraints="max_flops = 20_000_000\nmax_frame_ms = 50.0",
+        constraints=f"max_flops = 20_000_000\nmax_frame_ms = {GENEROUS_MS}",
         num_workers=1,
         space="tiny_streaming",
     )
@@ -201,7 +210,7 @@ def test_a_streaming_search_trains_pipelines_and_records_their_frame_times(
     trained = frame[frame["status"] == "trained"]
     depths = [genome_from_dict(json.loads(g)).pipeline_depth for g in trained["genome_json"]]
     assert any(k > 0 for k in depths), depths  # pipelines were trained, not only clip networks
-    assert trained["fitness"].notna().all() and (trained["frame_ms"] <= 50.0).all()
+    assert trained["fitness"].notna().all() and (trained["frame_ms"] <= GENEROUS_MS).all()
     assert (trained["frames_per_second"] * trained["frame_ms"]).round(6).eq(1000).all()
     for k, latency in zip(depths, trained["latency_frames"], strict=True):
         assert (latency > 0) if k > 0 else (latency == 0)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,34 @@ def test_the_trained_weights_come_back_with_what_runs_them(task: Task, tmp_path)
 def test_weights_are_left_out_when_not_kept(task: Task) -> None:
     evaluation = evaluate(small_genome(), dataclasses.replace(task, keep_weights=False))
     assert evaluation.status == "trained" and evaluation.weights is None
+
+
+def test_a_failure_keeps_its_traceback_and_what_the_worker_printed(task: Task, monkeypatch):
+    from tvnsearch.search import worker as module
+
+    def noisy(genome, data, config):
+        print("python says hello")
+        os.write(2, b"a C library says hello\n")  # below Python: straight to the descriptor
+        raise RuntimeError("kernel exploded\nsecond line")
+
+    monkeypatch.setattr("tvnsearch.train.training.train_model", noisy)
+    evaluation = module.evaluate(small_genome(), task)
+    assert evaluation.status == "failed" and evaluation.reason == "RuntimeError: kernel exploded"
+    assert evaluation.log.startswith("Traceback") and "in noisy" in evaluation.log
+    assert "python says hello" in evaluation.log and "a C library says hello" in evaluation.log
+    assert "log" not in evaluation.measurements()  # a path in the lineage, written by the driver
+
+
+def test_a_failed_training_keeps_its_traceback(task: Task) -> None:
+    broken = dataclasses.replace(task, train=dataclasses.replace(task.train, batch_size=0))
+    evaluation = evaluate(small_genome(), broken)
+    assert evaluation.status == "failed" and evaluation.log.startswith("Traceback")
+    assert evaluation.reason.splitlines()[0] in evaluation.log
+
+
+def test_output_is_captured_only_while_evaluating(task: Task, capfd) -> None:
+    evaluate(small_genome(), task)
+    print("after")
+    os.write(1, b"after, below python\n")
+    out, _ = capfd.readouterr()
+    assert "after" in out and "after, below python" in out

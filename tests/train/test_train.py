@@ -23,7 +23,6 @@ from tvnsearch.train.training import (
     TrainConfig,
     TrainData,
     TrainResult,
-    check_device,
     learning_rate_factor,
     prepare_data,
     train_genome,
@@ -163,14 +162,6 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] == pytest.approx(1.0) and factors[99] < 0.001
     assert all(a >= b for a, b in pairwise(factors[9:]))
-
-
-def test_check_device() -> None:
-    assert check_device("cpu") == torch.device("cpu")
-    with pytest.raises(InputError, match="--device"):
-        check_device("tpu")
-    with pytest.raises(InputError, match="this machine has"):
-        check_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def train_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -94,12 +94,29 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     except KeyError as exc:  # a parent lost from a damaged lineage
         raise InputError(f"{args.run}/lineage", exc.args[0]) from None
     steps = [{c: _plain(row[c]) for c in _STEP_COLUMNS} for _, row in chain.iterrows()]
+    story = _log(Path(args.run), chain.iloc[-1])
     if args.json:
         summary = {"run": str(args.run), "candidate_id": args.candidate_id, "ancestry": steps}
-        print(json.dumps(summary, indent=2))
+        print(
+            json.dumps({**summary, "reason": _plain(chain.iloc[-1]["reason"]), **story}, indent=2)
+        )
     else:
         print(_lineage_text(steps, _genome(chain.iloc[-1])))
+        if story:
+            print(f"\nreason: {chain.iloc[-1]['reason']}\nlog: {story['log']}\n{story['story']}")
     return 0
+
+
+def _log(run: Path, row: pd.Series) -> dict[str, str]:
+    """The candidate's log (``log``: its path, ``story``: its text), or nothing if it has none."""
+    if not isinstance(row["log"], str):  # pd.NA: no log
+        return {}
+    path = run / row["log"]
+    try:
+        story = path.read_text(errors="replace")
+    except OSError as exc:
+        story = f"(cannot read it: {exc.strerror})"
+    return {"log": str(path), "story": story.rstrip("\n")}
 
 
 def read_run(run: str | Path) -> pd.DataFrame:

@@ -255,7 +255,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from tvnsearch.status import Status
 
     genome = load_genome(args.genome)
-    check_device(args.device, args.threads, source="command line")
+    check_device(args.device, threads=args.threads, source="command line")
     settings = Settings(args.device, args.threads, args.warmup, args.runs, max(args.min_seconds, 0))
     profile = measure(genome, args.num_classes, settings)
     print(json.dumps(profile.to_dict(), indent=2) if args.json else describe_profile(profile))

@@ -182,8 +182,9 @@ def _out_formats(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _settings(source: TrainSource, args: argparse.Namespace) -> tuple[TrainConfig, DataSection]:
     """The source's training and data settings, with what the command line gives instead."""
-    from tvnsearch.train.training import check_device
+    from tvnsearch.measure.device import check_device
 
+    check_device(args.device, source="command line", field="--device")
     if source.data is None and not args.data:
         raise InputError("--data", "is required to train a genome JSON (not an export folder)")
     data = source.data or DataSection(path=args.data)
@@ -193,7 +194,7 @@ def _settings(source: TrainSource, args: argparse.Namespace) -> tuple[TrainConfi
     train = dataclasses.replace(
         source.train,
         iterations=args.iterations,
-        device=str(check_device(args.device)),
+        device=args.device,
         num_workers=args.num_workers,
         **{k: v for k, v in given.items() if v is not None},
     )

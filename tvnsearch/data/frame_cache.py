@@ -14,7 +14,6 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from tvnsearch.data.video import decode_video
-from tvnsearch.errors import InputError, Problem
-from tvnsearch.files import atomic_write_text
+from tvnsearch.errors import InputError, Problem, describe_error
+from tvnsearch.files import atomic_write_text, atomic_writer
 
 log = logging.getLogger(__name__)
 FORMAT = "frames/1"  # part of every key: bump it when the decoding changes what is stored
@@ -106,8 +105,9 @@ class FrameCache:
             atomic_write_text(failure, "; ".join(str(p) for p in exc.problems) + "\n")
             raise
         except Exception as exc:  # a decoder bug must not end a search: skip this video
-            atomic_write_text(failure, f"cannot decode: {type(exc).__name__}: {exc}\n")
-            raise InputError(str(path), f"cannot decode: {type(exc).__name__}: {exc}") from None
+            why = f"cannot decode: {describe_error(exc)}"
+            atomic_write_text(failure, why + "\n")
+            raise InputError(str(path), why) from None
         _atomic_save(file, frames)
 
     def index(
@@ -160,13 +160,6 @@ def _warn(skipped: Skipped) -> None:
 
 
 def _atomic_save(file: Path, frames: np.ndarray) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(frames, dtype=np.uint8))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; other users' workers may share it
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0644, not the umask's mode: other users' workers may share the cache.
+    with atomic_writer(file, mode=0o644) as f:
+        np.save(f, np.ascontiguousarray(frames, dtype=np.uint8))

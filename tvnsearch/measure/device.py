@@ -49,20 +49,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
-def check_device(kind: str, threads: int, *, source: str) -> None:
-    """Raise an ``InputError`` naming the field when this machine cannot measure on ``kind``."""
+def check_device(name: str, *, source: str, field: str = "device", threads: int = 1) -> None:
+    """Raise an ``InputError`` naming ``source`` and ``field`` when this machine cannot run on
+    ``name`` ("cpu", "cuda" or "cuda:N"), or ``threads`` is not a thread count."""
     problems = []
-    if kind not in DEVICES:
-        problems.append(Problem("device", f"must be one of {list(DEVICES)}, but got {kind!r}"))
-    elif kind == "cuda" and not _cuda_available():
-        problems.append(Problem("device", "cuda was asked for, but no CUDA GPU is available"))
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and not (kind == "cuda" and index.isdigit())):
+        problems.append(Problem(field, f"must be cpu, cuda or cuda:N, but got {name!r}"))
+    elif kind == "cuda" and int(index or 0) >= (count := _cuda_count()):
+        have = f"this machine has {count} CUDA GPU(s)" if count else "no CUDA GPU is available"
+        problems.append(Problem(field, f"{name} was asked for, but {have}"))
     if threads < 1:
         problems.append(Problem("threads", f"must be >= 1, but got {threads!r}"))
     if problems:
         raise InputError(source, problems)
 
 
-def _cuda_available() -> bool:
+def _cuda_count() -> int:
     import torch
 
-    return torch.cuda.is_available()
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

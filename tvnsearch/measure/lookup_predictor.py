@@ -81,7 +81,7 @@ class KernelTable:
         *,
         timer: Callable[[Kernel, Settings], float] = time_kernel,
     ) -> None:
-        check_device(settings.device, settings.threads, source="kernel table")
+        check_device(settings.device, threads=settings.threads, source="kernel table")
         self.settings = settings
         self.signature = device_signature(settings.device, settings.threads)
         self.timer = timer

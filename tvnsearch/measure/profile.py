@@ -68,6 +68,7 @@ class Profile:
     frame_runs_ms: tuple[float, ...] = ()
     latency_frames: int = 0  # how many frames behind its input a pipeline's output is
     stopped_early: bool = False
+    log: str = ""  # the traceback of a measurement that raised; ``reason`` is its first line
 
     @property
     def out_of_memory(self) -> bool:
@@ -121,6 +122,7 @@ class Profile:
             "frame_runs_ms": list(self.frame_runs_ms),
             "latency_frames": self.latency_frames,
             "stopped_early": self.stopped_early,
+            "log": self.log,
             "device": self.device.to_dict(),
         }
 
@@ -141,6 +143,7 @@ def profile_from_dict(data: dict[str, Any]) -> Profile:
         frame_runs_ms=tuple(data.get("frame_runs_ms", ())),  # caches from before streaming
         latency_frames=data.get("latency_frames", 0),
         stopped_early=data.get("stopped_early", data["status"] == "stopped_early"),
+        log=data.get("log", ""),
     )
 
 

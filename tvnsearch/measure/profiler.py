@@ -60,7 +60,7 @@ class Profiler:
     def __init__(
         self, settings: Settings = DEFAULT_SETTINGS, *, cache: ProfileCache | None = None
     ) -> None:
-        check_device(settings.device, settings.threads, source="profiler")
+        check_device(settings.device, threads=settings.threads, source="profiler")
         self.settings = settings
         self.signature = device_signature(settings.device, settings.threads)
         self.cache = cache if cache is not None else ProfileCache()

@@ -14,12 +14,14 @@ import gc
 import math
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from tvnsearch.errors import describe_error
 from tvnsearch.genome.cost import Cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.memory import available_bytes, is_out_of_memory, peak_memory_bytes
@@ -135,11 +137,10 @@ def _time_cuda(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[flo
 
 def failure(exc: BaseException, device: str) -> dict[str, Any]:
     """The fields of a ``Profile`` for a candidate that raised ``exc`` while being measured."""
-    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
     if device == "cuda":
         torch.cuda.empty_cache()
     status = Status.REJECTED if is_out_of_memory(exc) else Status.FAILED
-    return {"status": status, "reason": reason}
+    return {"status": status, "reason": describe_error(exc), "log": traceback.format_exc()}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "strategies": ["Candidate", "RandomSearch", "Result", "Strategy", "make_strategy"],
         "evolution": ["Evolution"],
-        "engine": ["Engine", "InlineExecutor"],
+        "engine": ["Engine"],
+        "inline": ["InlineExecutor"],
         "worker": ["Evaluation", "Task", "evaluate"],
         "recipe": ["RunConfig", "load_recipe"],
         "runs": ["create_run", "load_run", "run_status"],

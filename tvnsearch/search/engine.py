@@ -23,22 +23,23 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.gate import Gate, Verdict
-from tvnsearch.search.lineage import LineageRecord, LineageWriter
+from tvnsearch.search.lineage import MEASUREMENTS, LineageRecord, LineageWriter
 from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.strategies import Candidate, Result, Strategy
-from tvnsearch.search.worker import Evaluation, Evaluator
+from tvnsearch.search.worker import Evaluation
 from tvnsearch.status import Status
 
 
 class Executor(Protocol):
-    """Runs evaluations; ``tvnsearch.search.executors.RayExecutor`` or ``InlineExecutor``."""
+    """Runs evaluations, handing back each (key, evaluation) once, in the order they finish:
+    ``tvnsearch.search.executors.RayExecutor``, or ``tvnsearch.search.inline.InlineExecutor``."""
 
     @property
     def num_running(self) -> int: ...
@@ -46,25 +47,6 @@ class Executor(Protocol):
     def submit(self, key: int, genome: Genome) -> None: ...
 
     def wait(self, timeout: float) -> list[tuple[int, Evaluation]]: ...
-
-
-class InlineExecutor:
-    """Evaluates in the driver, at submission: for tests and for measuring the loop itself."""
-
-    def __init__(self, evaluator: Evaluator, task: Any = None) -> None:
-        self.evaluator, self.task = evaluator, task
-        self._done: deque[tuple[int, Evaluation]] = deque()
-
-    @property
-    def num_running(self) -> int:
-        return len(self._done)
-
-    def submit(self, key: int, genome: Genome) -> None:
-        self._done.append((key, self.evaluator(genome, self.task)))
-
-    def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:
-        done, self._done = list(self._done), deque()
-        return done
 
 
 @dataclass(frozen=True)
@@ -98,6 +80,9 @@ class Engine:
     clock: Callable[[], float] = time.monotonic
     # Keeps a trained candidate's weights (candidate id, safetensors bytes); None drops them.
     save_weights: Callable[[int, bytes], None] | None = None
+    # Keeps a candidate's whole story (candidate id, text) and says where, for the lineage's
+    # ``log`` column; None drops it.
+    save_log: Callable[[int, str], str] | None = None
     _ready: deque[Pending] = field(default_factory=deque, init=False)
     _running: dict[int, Pending] = field(default_factory=dict, init=False)
     _admitted: dict[str, int] = field(default_factory=dict, init=False)  # genome id: candidate
@@ -160,6 +145,8 @@ class Engine:
             self._admitted[genome_id] = candidate.candidate_id
             return
         measurements["reason"] = verdict.reason
+        story = next((p.log for p in verdict.profiles if p.log), None)
+        self._keep_log(candidate.candidate_id, story, measurements)
         result = self._result(verdict.status, None, measurements)
         self._tell(candidate, result, asked_at, measurements)
 
@@ -169,6 +156,7 @@ class Engine:
         if not complete:
             measurements["reason"] = evaluation.reason or "evaluated, but without a fitness"
         status = Status.TRAINED if complete else Status.FAILED
+        self._keep_log(pending.candidate.candidate_id, evaluation.log, measurements)
         fitness = evaluation.fitness if complete else None
         result = self._result(status, fitness, measurements)
         if complete and evaluation.weights is not None and self.save_weights is not None:
@@ -179,6 +167,10 @@ class Engine:
         del self._admitted[genome_id]
         for candidate, asked_at in self._waiting.pop(genome_id, []):
             self._screen(candidate, asked_at)  # a duplicate now; trained itself if that failed
+
+    def _keep_log(self, candidate_id: int, story: str | None, measurements: dict) -> None:
+        if story and self.save_log is not None:
+            measurements["log"] = self.save_log(candidate_id, story)
 
     def _result(self, status: Status, fitness: float | None, values: Mapping[str, Any]) -> Result:
         names = self.strategy.metric_names
@@ -223,3 +215,14 @@ def gate_measurements(verdict: Verdict) -> dict[str, Any]:
         if profile.peak_memory_mb is not None:
             values["memory_mb"] = profile.peak_memory_mb
     return values
+
+
+def known_of(records: Iterable[LineageRecord]) -> dict[str, Known]:
+    """The first trained or rejected evaluation of each genome in ``records`` (a resumed run's
+    lineage), for duplicates to copy, as the engine keeps them while it runs."""
+    known: dict[str, Known] = {}
+    for record in records:
+        if record.status in (Status.TRAINED, Status.REJECTED):
+            values = {n: getattr(record, n) for n in MEASUREMENTS}
+            known.setdefault(record.genome_id, Known(record.candidate_id, values))
+    return known

@@ -25,7 +25,7 @@ from tvnsearch.measure.affinity import pin_process, split_cores, usable_cores
 from tvnsearch.measure.device import DeviceSignature, check_device
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings
 from tvnsearch.measure.profiler import ProfileCache, Profiler
-from tvnsearch.search.worker import Evaluation, Evaluator, failed, worker_node
+from tvnsearch.search.worker import Evaluation, Evaluator, failed, lost, worker_node
 from tvnsearch.status import Status
 
 
@@ -76,6 +76,7 @@ class RemoteProfiler:
         except ray.exceptions.RayActorError as exc:
             cost = count_cost(genome, num_classes)
             reason = f"the profiler process died: {type(exc).__name__}"
+            log = f"{reason}\n\n{exc}\n"
             return Profile(
                 genome.id,
                 num_classes,
@@ -84,6 +85,7 @@ class RemoteProfiler:
                 cost.params,
                 cost.flops,
                 reason=reason,
+                log=log,
             )
 
     def stats(self) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def start_profiler(
 
     Ray must be initialised. The actor holds ``len(cores)`` of Ray's CPUs, and the GPU for CUDA.
     """
-    check_device(settings.device, settings.threads, source="profiler")
+    check_device(settings.device, threads=settings.threads, source="profiler")
     if cores is None:
         cores, _ = split_cores(settings.threads)
     options = {
@@ -142,10 +144,6 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
-def cluster_cpus() -> float:
-    return ray.cluster_resources().get("CPU", 0.0)
-
-
 def node_of(profiler: RemoteProfiler) -> str:
     """The Ray node the profiler actor runs on."""
     return ray.get(profiler.actor.__ray_call__.remote(lambda _: _node_id()))
@@ -174,7 +172,7 @@ def _train(evaluator: Evaluator, genome: Genome, task: Any, placement: Placement
         torch.set_num_threads(max(1, int(placement.cpus_per_worker)))
         evaluation = evaluator(genome, task)
     except Exception as exc:  # an evaluator that raises must not end the search
-        evaluation = failed(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        evaluation = failed(exc)
     # Several Ray nodes can share a host (and a host name): the node id tells them apart.
     where = evaluation.worker_node or worker_node()
     return replace(evaluation, worker_node=f"{where} node {_node_id()[:8]}")
@@ -228,11 +226,4 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:
-            attempts = 1 + self.max_retries
-            reason = f"worker lost after {attempts} attempt(s): {type(exc).__name__}"
-            return Evaluation(Status.FAILED, reason=reason)
-
-    def cancel(self) -> None:
-        for ref in self._running:
-            ray.cancel(ref, force=True)
-        self._running.clear()
+            return lost(1 + self.max_retries, exc)

@@ -14,14 +14,12 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-import pandas as pd
-
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import Settings
-from tvnsearch.search.engine import Engine, Known
+from tvnsearch.search.engine import Engine, Known, known_of
 from tvnsearch.search.executors import (
     Placement,
     RayExecutor,
@@ -40,37 +38,72 @@ from tvnsearch.search.runs import (
     load_run,
     new_strategy,
     profiled_devices,
+    save_run_log,
     tally_of,
 )
 from tvnsearch.search.strategies import Strategy
 from tvnsearch.search.worker import Evaluator, evaluate, prepared_data, task_of
-from tvnsearch.status import Status
 from tvnsearch.train.weights import save_run_weights
 
-MEASUREMENTS = (
-    "reason",
-    "top1",
-    "top5",
-    "mean_ap",
-    "cpu_ms",
-    "gpu_ms",
-    "cpu_device",
-    "gpu_device",
-    "params",
-    "flops",
-    "memory_mb",
-    "profile_seconds",
-    "train_seconds",
-    "worker_node",
-)
+
+def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
+    """Refuse, naming the field, workers and a profiler that do not fit this machine's cores."""
+    r = config.resources
+    cores = r.num_cpus or len(usable_cores())
+    profiler = r.profiler_threads if "cpu" in devices else 0
+    need = r.num_workers * r.cpus_per_worker + profiler
+    if need > cores:
+        why = (
+            f"{r.num_workers} worker(s) of {r.cpus_per_worker:g} CPU(s)"
+            + (f" beside a profiler of {profiler}" if profiler else "")
+            + f" need {need:g} cores, but embedded Ray has {cores}"
+        )
+        raise InputError(source, [Problem("resources.num_workers", why)])
 
 
-def search(
+def _placement(config: RunConfig, profilers: dict[str, RemoteProfiler]) -> Placement:
+    r = config.resources
+    cpu = profilers.get("cpu")
+    return Placement(
+        cpus_per_worker=r.cpus_per_worker,
+        gpus_per_worker=r.gpus_per_worker,
+        profiler_node=node_of(cpu) if cpu else None,
+        profiler_cores=cpu.cores if cpu else (),
+    )
+
+
+def run_search(
+    run_dir: str | Path,
+    *,
+    address: str | None = None,
+    evaluator: Evaluator = evaluate,
+    stream: TextIO | None = None,
+) -> Tally:
+    """Run (or resume) the search of ``run_dir`` until its budget is told."""
+    run_dir = Path(run_dir)
+    overrides = [f"resources.address={json.dumps(address)}"] if address else []
+    config = load_run(run_dir, overrides)
+    space = load_space(config.search.space)
+    strategy = new_strategy(config, space, source=str(run_dir / RECIPE_FILE))
+    frame = read_lineage(run_dir)
+    records = records_from_frame(frame)
+    try:
+        strategy.replay(records)
+    except ValueError as exc:
+        raise InputError(str(run_dir / "lineage"), f"cannot be replayed: {exc}") from None
+    tally = tally_of(frame, config.search.budget)
+    if tally.done >= tally.budget:
+        return tally
+    known = known_of(records)
+    return _search(config, strategy, run_dir, tally, known, evaluator=evaluator, stream=stream)
+
+
+def _search(
     config: RunConfig,
     strategy: Strategy,
     run_dir: Path,
     tally: Tally,
-    frame: pd.DataFrame,
+    known: dict[str, Known],
     *,
     evaluator: Evaluator,
     stream: TextIO | None = None,
@@ -100,10 +133,11 @@ def search(
                 run_id=run_dir.name,
                 tally=tally,
                 num_workers=r.num_workers,
-                known=known_of(frame),
+                known=known,
                 progress=Progress(tally, stream=stream),
                 flush_seconds=FLUSH_SECONDS,
                 save_weights=partial(save_run_weights, run_dir),
+                save_log=partial(save_run_log, run_dir),
             )
             return engine.run()
     finally:
@@ -112,63 +146,3 @@ def search(
             profiler.close()
         if started:
             stop_ray()
-
-
-def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
-    """Refuse, naming the field, workers and a profiler that do not fit this machine's cores."""
-    r = config.resources
-    cores = r.num_cpus or len(usable_cores())
-    profiler = r.profiler_threads if "cpu" in devices else 0
-    need = r.num_workers * r.cpus_per_worker + profiler
-    if need > cores:
-        why = (
-            f"{r.num_workers} worker(s) of {r.cpus_per_worker:g} CPU(s)"
-            + (f" beside a profiler of {profiler}" if profiler else "")
-            + f" need {need:g} cores, but embedded Ray has {cores}"
-        )
-        raise InputError(source, [Problem("resources.num_workers", why)])
-
-
-def _placement(config: RunConfig, profilers: dict[str, RemoteProfiler]) -> Placement:
-    r = config.resources
-    cpu = profilers.get("cpu")
-    return Placement(
-        cpus_per_worker=r.cpus_per_worker,
-        gpus_per_worker=r.gpus_per_worker,
-        profiler_node=node_of(cpu) if cpu else None,
-        profiler_cores=cpu.cores if cpu else (),
-    )
-
-
-def known_of(frame: pd.DataFrame) -> dict[str, Known]:
-    """The first trained or rejected evaluation of each genome, for duplicates to copy."""
-    known: dict[str, Known] = {}
-    for record in records_from_frame(frame):
-        if record.status in (Status.TRAINED, Status.REJECTED):
-            values = {n: getattr(record, n) for n in MEASUREMENTS}
-            known.setdefault(record.genome_id, Known(record.candidate_id, values))
-    return known
-
-
-def run_search(
-    run_dir: str | Path,
-    *,
-    address: str | None = None,
-    evaluator: Evaluator = evaluate,
-    stream: TextIO | None = None,
-) -> Tally:
-    """Run (or resume) the search of ``run_dir`` until its budget is told."""
-    run_dir = Path(run_dir)
-    overrides = [f"resources.address={json.dumps(address)}"] if address else []
-    config = load_run(run_dir, overrides)
-    space = load_space(config.search.space)
-    strategy = new_strategy(config, space, source=str(run_dir / RECIPE_FILE))
-    frame = read_lineage(run_dir)
-    try:
-        strategy.replay(records_from_frame(frame))
-    except ValueError as exc:
-        raise InputError(str(run_dir / "lineage"), f"cannot be replayed: {exc}") from None
-    tally = tally_of(frame, config.search.budget)
-    if tally.done >= tally.budget:
-        return tally
-    return search(config, strategy, run_dir, tally, frame, evaluator=evaluator, stream=stream)

@@ -14,9 +14,9 @@ the lost candidates are simply asked and run again (see ``tvnsearch.search.strat
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,44 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tvnsearch.errors import InputError
+from tvnsearch.files import atomic_writer, remove_leftovers
 from tvnsearch.search.strategies import Candidate, Result
-from tvnsearch.status import Status
+from tvnsearch.status import FINAL
 
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("candidate_id", pa.int64(), nullable=False),
-        pa.field("genome_id", pa.string(), nullable=False),
-        pa.field("parent_id", pa.int64()),
-        pa.field("mutation", pa.string(), nullable=False),
-        pa.field("strategy", pa.string(), nullable=False),
-        pa.field("genome_json", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("num_asked_at_tell", pa.int64(), nullable=False),
-        pa.field("asked_at", _TIMESTAMP, nullable=False),
-        pa.field("finished_at", _TIMESTAMP, nullable=False),
-        pa.field("reason", pa.string()),
-        pa.field("fitness", pa.float64()),
-        pa.field("top1", pa.float64()),
-        pa.field("top5", pa.float64()),
-        pa.field("mean_ap", pa.float64()),
-        pa.field("cpu_ms", pa.float64()),
-        pa.field("gpu_ms", pa.float64()),
-        pa.field("cpu_device", pa.string()),
-        pa.field("gpu_device", pa.string()),
-        pa.field("params", pa.int64()),
-        pa.field("flops", pa.int64()),
-        pa.field("memory_mb", pa.float64()),
-        pa.field("profile_seconds", pa.float64()),
-        pa.field("train_seconds", pa.float64()),
-        pa.field("worker_node", pa.string()),
-        pa.field("frame_ms", pa.float64()),
-        pa.field("frames_per_second", pa.float64()),
-        pa.field("latency_frames", pa.int64()),
-    ]
-)
 # Nullable pandas dtypes: an integer column with a missing value stays an integer column.
 _PANDAS_TYPES = {
     pa.int64(): pd.Int64Dtype(),
@@ -113,11 +79,14 @@ class LineageRecord:
     frame_ms: float | None = None
     frames_per_second: float | None = None
     latency_frames: int | None = None
+    # The candidate's whole story where one was told (a traceback, what its worker printed), as a
+    # path relative to the run folder; ``reason`` keeps its first line.
+    log: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in tuple(Status):
+        if self.status not in FINAL:
             raise ValueError(
-                f"status must be one of {[str(s) for s in Status]}, but got status={self.status!r}"
+                f"status must be one of {[str(s) for s in FINAL]}, but got status={self.status!r}"
             )
         for name in ("asked_at", "finished_at"):
             if getattr(self, name).utcoffset() is None:
@@ -158,6 +127,39 @@ class LineageRecord:
         return dataclasses.asdict(self)
 
 
+# The one schema: every column list, reader and writer derives from ``LineageRecord``.
+_ARROW_TYPES = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_field(name: str, hint: Any) -> pa.Field:
+    types = typing.get_args(hint) or (hint,)
+    (base,) = [t for t in types if t is not type(None)]
+    return pa.field(name, _ARROW_TYPES[base], nullable=type(None) in types)
+
+
+SCHEMA = pa.schema(
+    [
+        _arrow_field(f.name, hint)
+        for f, hint in zip(
+            dataclasses.fields(LineageRecord),
+            typing.get_type_hints(LineageRecord).values(),
+            strict=True,
+        )
+    ]
+)
+# What a candidate's evaluation measured (every optional column but ``fitness``, which is the
+# strategy's): the gate's counts and runtimes, the scores, times, where it ran, why it failed.
+# A duplicate copies these from the first evaluation of its genome.
+MEASUREMENTS = tuple(
+    f.name for f in dataclasses.fields(LineageRecord) if f.default is None and f.name != "fitness"
+)
+
+
 class LineageWriter:
     """Appends records to ``run_dir/lineage``, after the part files already there.
 
@@ -176,8 +178,7 @@ class LineageWriter:
     ) -> None:
         self.folder = Path(run_dir) / "lineage"
         self.folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.folder.glob(".*.tmp"):  # a crash while writing a part
-            leftover.unlink()
+        remove_leftovers(self.folder)  # a crash while writing a part
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._clock = clock
@@ -198,15 +199,8 @@ class LineageWriter:
             return
         table = pa.Table.from_pylist(self._rows, schema=SCHEMA)
         path = self.folder / f"part-{self._next_part:06d}.parquet"
-        tmp = self.folder / f".{path.name}.tmp"
-        try:
-            with tmp.open("wb") as f:
-                pq.write_table(table, f)
-                os.fsync(f.fileno())  # the rename must not reach the disk before the data
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_writer(path, durable=True) as f:
+            pq.write_table(table, f)
         self._rows.clear()
         self._next_part += 1
 

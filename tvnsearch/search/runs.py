@@ -1,13 +1,15 @@
-"""A run: its folder, starting and resuming its search, and a summary of where it stands.
+"""A run folder: making it, reading its recipe back, and a summary of where its search stands.
 
 ``create_run`` makes ``results/<name>-<timestamp>/`` with frozen copies of the recipe (overrides
-applied, paths absolute) and of the search space; ``run_search`` then runs it, and runs it again
-after an interruption: the strategy is rebuilt from the lineage alone (``Strategy.replay``), the
-candidates in flight at the crash are asked and run again, and nothing is told twice. A run
-folder holds all a resume needs: ``recipe.toml``, ``space.toml``, ``lineage/``, and the profiles
-measured so far (``profiles-cpu.json``), which spare a resume the measurements. It also keeps
-the weights of every trained candidate, ``weights/candidate-<id>.safetensors`` (unless
-``search.keep_weights`` is false), which ``tvnsearch export`` reads.
+applied, paths absolute) and of the search space; ``tvnsearch.search.launch.run_search`` then runs
+it, and runs it again after an interruption: the strategy is rebuilt from the lineage alone
+(``Strategy.replay``), the candidates in flight at the crash are asked and run again, and nothing
+is told twice. A run folder holds all a resume needs: ``recipe.toml``, ``space.toml``,
+``lineage/``, and the profiles measured so far (``profiles-cpu.json``), which spare a resume the
+measurements. It also keeps the weights of every trained candidate,
+``weights/candidate-<id>.safetensors`` (unless ``search.keep_weights`` is false), which
+``tvnsearch export`` reads, and ``logs/candidate-<id>.log``, the whole story of a candidate that
+failed (its traceback and what its worker printed).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from tvnsearch.files import atomic_write_text
 from tvnsearch.genome.space import SearchSpace, load_space
 from tvnsearch.measure.constraints import TIME_LIMITS
 from tvnsearch.search.lineage import best, read_lineage
-from tvnsearch.search.progress import Tally
+from tvnsearch.search.progress import Tally, counts_line
 from tvnsearch.search.recipe import RunConfig, load_recipe, recipe_toml
 from tvnsearch.search.strategies import STRATEGIES, Strategy, make_strategy
+from tvnsearch.status import FINAL
 
+LOGS_DIR = "logs"
 RECIPE_FILE = "recipe.toml"
 SPACE_FILE = "space.toml"
 FLUSH_SECONDS = 5.0  # what a kill -9 of the driver can lose, at most; those run again on resume
@@ -62,6 +66,13 @@ def create_run(
     atomic_write_text(run_dir / SPACE_FILE, Path(config.search.space).read_text())
     atomic_write_text(run_dir / RECIPE_FILE, recipe_toml(config, space=SPACE_FILE))
     return run_dir
+
+
+def save_run_log(run_dir: str | Path, candidate_id: int, story: str) -> str:
+    """Write a candidate's log into the run folder; its path there, for the lineage."""
+    relative = f"{LOGS_DIR}/candidate-{candidate_id}.log"
+    atomic_write_text(Path(run_dir) / relative, story)
+    return relative
 
 
 def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -119,7 +130,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "budget": tally.budget,
         "done": tally.done,
         "complete": tally.done >= tally.budget,
-        **{s: tally.counts[s] for s in ("trained", "rejected", "failed", "duplicate")},
+        **{str(s): tally.counts[s] for s in FINAL},
         "best": None,
         "candidates_per_hour": None,
     }
@@ -143,8 +154,7 @@ def describe_status(status: dict[str, Any]) -> str:
     lines = [
         f"{status['run']}: {status['strategy']}, {status['done']} of {status['budget']} "
         f"candidates, {state}",
-        f"  trained {status['trained']}, rejected {status['rejected']}, "
-        f"failed {status['failed']}, duplicate {status['duplicate']}",
+        f"  {counts_line(status)}",
         "  best     -"
         if best_ is None
         else f"  best     {best_['fitness']:.4f}: candidate {best_['candidate_id']} "

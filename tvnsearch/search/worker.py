@@ -7,15 +7,20 @@ or with the data on this node, is a ``FAILED`` evaluation with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import socket
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tvnsearch.errors import describe_error
 from tvnsearch.genome.genes import Genome
 from tvnsearch.status import Status
 
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from tvnsearch.train.training import TrainConfig, TrainData
 
 Evaluator = Callable[[Genome, Any], "Evaluation"]  # ``evaluate``, or a stand-in for tests
+MAX_LOG_BYTES = 1 << 20  # of what a worker prints per candidate: the end, where errors are
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,13 @@ class Evaluation:
     worker_node: str | None = None  # host name and process id that trained it
     # A safetensors file (``tvnsearch.train.weights``): tiny networks, so a few hundred KB at most.
     weights: bytes | None = field(default=None, repr=False)
+    # The whole story for the run folder's log: a traceback, what the worker printed.
+    log: str | None = field(default=None, repr=False)
 
     def measurements(self) -> dict[str, float | str | None]:
         """The lineage columns this evaluation fills."""
         fields = dataclasses.asdict(self)
-        del fields["status"], fields["fitness"], fields["weights"]
+        del fields["status"], fields["fitness"], fields["weights"], fields["log"]
         return fields
 
 
@@ -66,12 +74,38 @@ def worker_node() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def failed(reason: str, **fields: float | str | None) -> Evaluation:
-    return Evaluation(Status.FAILED, reason=reason, worker_node=worker_node(), **fields)
+def failed(exc: BaseException, **fields: float | str | None) -> Evaluation:
+    """The evaluation of a candidate whose evaluation raised ``exc`` (call it where it is caught:
+    the log keeps its traceback)."""
+    return Evaluation(
+        Status.FAILED,
+        reason=describe_error(exc),
+        worker_node=worker_node(),
+        log=traceback.format_exc(),
+        **fields,
+    )
+
+
+def lost(attempts: int, exc: BaseException) -> Evaluation:
+    """The evaluation of a candidate whose worker process died ``attempts`` times (a crash, the
+    out-of-memory killer, a node gone): recorded as failed, never lost."""
+    reason = f"worker lost after {attempts} attempt(s): {type(exc).__name__}"
+    return Evaluation(Status.FAILED, reason=reason, log=f"{reason}\n\n{exc}\n")
 
 
 def evaluate(genome: Genome, task: Task) -> Evaluation:
-    """Train ``genome`` on ``task`` and score it (see ``tvnsearch.train.training.train_genome``)."""
+    """Train ``genome`` on ``task`` and score it (see ``tvnsearch.train.training.train_genome``);
+    what the worker prints meanwhile, on Python's streams or its file descriptors, goes into the
+    evaluation's log."""
+    with _captured_output() as output:
+        evaluation = _evaluate(genome, task)
+    if not output.text.strip():
+        return evaluation
+    story = [evaluation.log, f"--- printed while evaluating ---\n{output.text}"]
+    return dataclasses.replace(evaluation, log="\n".join(s for s in story if s))
+
+
+def _evaluate(genome: Genome, task: Task) -> Evaluation:
     started = time.perf_counter()
     try:
         from tvnsearch.train.training import train_model
@@ -81,8 +115,7 @@ def evaluate(genome: Genome, task: Task) -> Evaluation:
         keep = task.keep_weights and model is not None
         weights = _weights(genome, result.clip, model, data) if keep else None
     except Exception as exc:  # the data, or a bug: a result for this candidate, not a crash
-        seconds = time.perf_counter() - started
-        return failed(f"{type(exc).__name__}: {exc}".splitlines()[0], train_seconds=seconds)
+        return failed(exc, train_seconds=time.perf_counter() - started)
     return Evaluation(
         status=result.status,
         reason=result.reason,
@@ -93,7 +126,39 @@ def evaluate(genome: Genome, task: Task) -> Evaluation:
         train_seconds=result.train_seconds,
         worker_node=worker_node(),
         weights=weights,
+        log=result.traceback,
     )
+
+
+@dataclass
+class _Output:
+    text: str = ""  # what was printed (its last ``MAX_LOG_BYTES``), once the block has ended
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[_Output]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, and Python's streams) to
+    a temporary file while the block runs: a worker's output then reaches the candidate's log."""
+    output = _Output()
+    with tempfile.TemporaryFile() as file:
+        streams = sys.stdout, sys.stderr
+        saved = []
+        for fd, stream in zip((1, 2), streams, strict=True):
+            stream.flush()
+            saved.append(os.dup(fd))
+            os.dup2(file.fileno(), fd)
+        text = open(file.fileno(), "w", closefd=False, errors="replace")  # noqa: SIM115
+        sys.stdout = sys.stderr = text
+        try:
+            yield output
+        finally:
+            text.close()  # flushes; the descriptor stays open (closefd=False)
+            sys.stdout, sys.stderr = streams
+            for fd, old in zip((1, 2), saved, strict=True):
+                os.dup2(old, fd)
+                os.close(old)
+            file.seek(max(0, file.seek(0, os.SEEK_END) - MAX_LOG_BYTES))
+            output.text = file.read().decode(errors="replace")
 
 
 def _weights(genome: Genome, clip: ClipSpec, model: Module, data: TrainData) -> bytes:

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import time
+import traceback
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 from tvnsearch.data.clips import ClipDataset, ClipSampler, ClipSpec, FrameReader
 from tvnsearch.data.datasets import VideoDataset, load_dataset
 from tvnsearch.data.frame_cache import FrameCache, Skipped
-from tvnsearch.errors import InputError, Problem
+from tvnsearch.errors import InputError, Problem, describe_error
 from tvnsearch.genome.genes import Genome
 from tvnsearch.models.builder import build_model
 from tvnsearch.status import Status
@@ -67,6 +68,7 @@ class TrainResult:
     num_train_videos: int
     num_val_videos: int
     clip: ClipSpec  # the input the scores were measured on: needed to run the model again
+    traceback: str | None = None  # of the exception that failed it; ``reason`` is its first line
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,20 +123,6 @@ def prepare_data(
     return TrainData(dataclasses.replace(dataset, train=train, val=val), index, index.skipped)
 
 
-def check_device(name: str) -> torch.device:
-    """``name`` as a torch device, or an ``InputError`` if this machine has no such device."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise InputError("--device", f"must be cpu, cuda or cuda:N, but got {name!r}")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device.type == "cuda" and (device.index or 0) >= count:
-        raise InputError("--device", f"{name!r} asked for, but this machine has {count} GPUs")
-    return device
-
-
 @dataclass
 class _Progress:  # what a failure report can still say
     iterations: int = 0
@@ -165,14 +153,15 @@ def train_model(
     except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        why = f"out of memory: {_first_line(exc)}"
+        why, story = f"out of memory: {describe_error(exc)}", traceback.format_exc()
     except _Diverged as exc:
-        why = str(exc)
+        why, story = str(exc), None
     except Exception as exc:  # a candidate's failure is a result, not the end of a search
-        why = f"{type(exc).__name__}: {_first_line(exc)}"
+        why, story = describe_error(exc), traceback.format_exc()
     if progress.train_seconds == 0.0:
         progress.train_seconds = time.perf_counter() - started
-    return _result(genome, data, progress, Status.FAILED, why, {}, 0.0), None
+    result = _result(genome, data, progress, Status.FAILED, why, {}, 0.0)
+    return dataclasses.replace(result, traceback=story), None
 
 
 def _train_and_score(
@@ -311,8 +300,3 @@ def _result(
         num_val_videos=len(data.dataset.val),
         clip=ClipSpec.of(genome),
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
