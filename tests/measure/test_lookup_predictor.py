@@ -103,7 +103,7 @@ def test_real_kernels_add_up_to_the_network_roughly() -> None:
     genomes = [small_genome(num_filters=n, resolution=r) for n in (8, 16, 32) for r in (32, 64)]
     table = KernelTable(FAST)
     sums = [table.total_ms(network_kernels(g, 10)) for g in genomes]
-    measured = [measure(g, 10, FAST).median_ms for g in genomes]
+    measured = [measure(g, 10, FAST).runtime_ms for g in genomes]
     ratios = [m / s for m, s in zip(measured, sums, strict=True)]
     # Loose on purpose: a busy machine shifts single runs; a wrong table is off by far more.
     assert 0.5 < statistics.median(ratios) < 2.0, ratios
@@ -115,7 +115,7 @@ def test_the_gate_skips_obvious_violators_with_the_lookup_predictor() -> None:
     unseen = [small_genome(num_filters=n, resolution=128) for n in (96, 128)]
     runtime = {g.id: exact_ms(g) for g in learned + unseen}
     profiler = Scripted(runtime)
-    budget = max(runtime[g.id] for g in learned)
+    budget = 1.1 * max(runtime[g.id] for g in learned)  # clear of each: measured once
     gate = Gate(
         Constraints(max_cpu_ms=budget),
         num_classes=10,

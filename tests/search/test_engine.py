@@ -269,7 +269,7 @@ def test_a_slow_gate_loses_no_candidate_and_trains_no_genome_twice(tmp_path, tin
 class Stream:
     """A profiler of made-up figures that a pipelined candidate's measurement has."""
 
-    def measure(self, genome: Genome, num_classes: int, *, stop_above_ms=None) -> Profile:
+    def measure(self, genome: Genome, num_classes: int, *, stop_above_ms=None, again=False):
         cost = count_cost(genome, num_classes)
         return Profile(
             genome.id,

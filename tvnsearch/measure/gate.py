@@ -34,7 +34,12 @@ class Measurer(Protocol):
     """A profiler: in this process (``tvnsearch.measure.profiler.Profiler``) or an actor."""
 
     def measure(
-        self, genome: Genome, num_classes: int, *, stop_above_ms: float | None = None
+        self,
+        genome: Genome,
+        num_classes: int,
+        *,
+        stop_above_ms: float | None = None,
+        again: bool = False,
     ) -> Profile: ...
 
 
@@ -150,9 +155,15 @@ class Gate:
             return _rejected(genome, cost, "predictor", name, predicted, budget), None
         stop = None if budget is None else self.early_exit_factor * budget
         profile = profiler.measure(genome, self.num_classes, stop_above_ms=stop)
+        near = budget is not None and near_limit(profile, budget)
+        if near:  # a second measurement, pooled with the first, decides
+            profile = profiler.measure(genome, self.num_classes, stop_above_ms=stop, again=True)
         if profile.status == Status.ADMITTED:
-            predictor.learn(genome, self.num_classes, profile.median_ms, predicted)
-        return self._judge(genome, cost, profile, name, budget), profile
+            predictor.learn(genome, self.num_classes, profile.runtime_ms, predicted)
+        verdict = self._judge(genome, cost, profile, name, budget)
+        if near and verdict is not None and verdict.stage == "measurement":
+            verdict = _rejected(genome, cost, "remeasurement", name, profile.runtime_ms, budget)
+        return verdict, profile
 
     def _judge(
         self, genome: Genome, cost: Cost, profile: Profile, name: str, budget: float | None
@@ -172,8 +183,8 @@ class Gate:
             )
         if profile.stopped_early:
             return _rejected(genome, cost, "probe", name, min(profile.runs_ms), budget)
-        if budget is not None and profile.median_ms > budget:
-            return _rejected(genome, cost, "measurement", name, profile.median_ms, budget)
+        if budget is not None and profile.runtime_ms > budget:
+            return _rejected(genome, cost, "measurement", name, profile.runtime_ms, budget)
         memory = profile.peak_memory_mb
         if max_memory_mb is not None and memory > max_memory_mb:
             return _rejected(genome, cost, "measurement", "max_memory_mb", memory, max_memory_mb)
@@ -184,7 +195,21 @@ def _verdict(genome: Genome, cost: Cost, status: Status, stage: str, **fields: A
     return Verdict(genome.id, status, stage, cost.params, cost.flops, **fields)
 
 
-_HOW = {"cost": "counted", "predictor": "predicted", "probe": "fastest probe run"}
+_HOW = {
+    "cost": "counted",
+    "predictor": "predicted",
+    "probe": "fastest probe run",
+    "remeasurement": "measured twice: it was within noise of the limit",
+}
+NEAR_FRACTION = 0.03  # of a budget: closer than this (or the profile's noise) is measured twice
+
+
+def near_limit(profile: Profile, budget: float) -> bool:
+    """Whether a runtime is too close to ``budget`` for one measurement to decide."""
+    if profile.status != Status.ADMITTED:
+        return False
+    band = max(profile.noise_ms, NEAR_FRACTION * budget)
+    return abs(profile.runtime_ms - budget) <= band
 
 
 def _rejected(

@@ -75,6 +75,21 @@ class Profile:
         return self.status == Status.REJECTED and not self.stopped_early
 
     @property
+    def runtime_ms(self) -> float | None:
+        """The figure a budget is judged on: the fastest timed run, what the network costs when
+        nothing disturbs it. Medians move with whatever else the machine does (10-35 % between
+        processes on a shared 2-core VM); the fastest run repeats within a few percent."""
+        return min(self.runs_ms) if self.runs_ms else None
+
+    @property
+    def noise_ms(self) -> float | None:
+        """The uncertainty of ``runtime_ms``: how far the fastest tenth of the runs spreads."""
+        if not self.runs_ms:
+            return None
+        fastest = sorted(self.runs_ms)
+        return fastest[len(fastest) // 10] - fastest[0]
+
+    @property
     def median_ms(self) -> float | None:
         return statistics.median(self.runs_ms) if self.runs_ms else None
 
@@ -87,8 +102,9 @@ class Profile:
 
     @property
     def frame_ms(self) -> float | None:
-        """Milliseconds per new frame of a live stream (a clip network: its clip runtime)."""
-        return statistics.median(self.frame_runs_ms) if self.frame_runs_ms else self.median_ms
+        """Milliseconds per new frame of a live stream, its fastest run (a clip network: its clip
+        runtime)."""
+        return min(self.frame_runs_ms) if self.frame_runs_ms else self.runtime_ms
 
     @property
     def frames_per_second(self) -> float | None:
@@ -108,6 +124,8 @@ class Profile:
             "genome_id": self.genome_id,
             "num_classes": self.num_classes,
             "status": str(self.status),
+            "runtime_ms": self.runtime_ms,
+            "noise_ms": self.noise_ms,
             "median_ms": self.median_ms,
             "iqr_ms": self.iqr_ms,
             "runs": self.runs,
@@ -160,8 +178,8 @@ def describe_profile(p: Profile) -> str:
     ]
     if p.status == Status.ADMITTED:
         lines += [
-            f"  runtime  {p.median_ms:.3f} ms per clip, median of {p.runs} runs "
-            f"(IQR {p.iqr_ms:.3f} ms, {100 * p.iqr_ms / p.median_ms:.1f}%)",
+            f"  runtime  {p.runtime_ms:.3f} ms per clip (+{p.noise_ms:.3f} ms noise), the fastest "
+            f"of {p.runs} runs; median {p.median_ms:.3f} ms (IQR {p.iqr_ms:.3f} ms)",
             f"  memory   {p.peak_memory_mb:.1f} MiB peak (weights, clip and forward pass)",
         ]
         if p.frame_runs_ms:

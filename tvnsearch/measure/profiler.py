@@ -7,6 +7,7 @@ a JSON file (written whole to a temporary file, then renamed) and read back by a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -23,7 +24,9 @@ CacheKey = tuple[str, int, str]
 
 
 class ProfileCache:
-    """Profiles by (genome id, num_classes, device signature); failures are not kept."""
+    """Profiles by (genome id, num_classes, device signature). Failures and out-of-memory
+    verdicts are not kept: they depend on the moment (a passing fault, memory that training
+    workers held), so a later ask measures again."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else None
@@ -45,7 +48,7 @@ class ProfileCache:
         return self._profiles.get((genome_id, num_classes, device.key))
 
     def put(self, profile: Profile) -> None:
-        if profile.status != Status.FAILED:  # a failure may be passing; let it be tried again
+        if profile.status != Status.FAILED and not profile.out_of_memory:
             self._profiles[(profile.genome_id, profile.num_classes, profile.device.key)] = profile
 
     def save(self) -> None:
@@ -68,16 +71,35 @@ class Profiler:
         self._lock = threading.Lock()  # one measurement at a time on this device
 
     def measure(
-        self, genome: Genome, num_classes: int, *, stop_above_ms: float | None = None
+        self,
+        genome: Genome,
+        num_classes: int,
+        *,
+        stop_above_ms: float | None = None,
+        again: bool = False,
     ) -> Profile:
+        """The cached profile if it answers; else a measurement. ``again`` measures once more
+        and pools the runs with the cached ones (for a runtime within noise of a budget)."""
         with self._lock:
             cached = self.cache.get(genome.id, num_classes, self.signature)
-            if cached is not None and answers(cached, stop_above_ms):
+            if cached is not None and answers(cached, stop_above_ms) and not again:
                 return cached
             profile = measure(genome, num_classes, self.settings, stop_above_ms=stop_above_ms)
             self.num_measurements += 1
+            if again and cached is not None and cached.status == profile.status == Status.ADMITTED:
+                profile = pooled(cached, profile)
             self.cache.put(profile)
             return profile
+
+
+def pooled(first: Profile, second: Profile) -> Profile:
+    """One profile of two measurements of the same genome: every timed run of both."""
+    return dataclasses.replace(
+        second,
+        runs_ms=first.runs_ms + second.runs_ms,
+        frame_runs_ms=first.frame_runs_ms + second.frame_runs_ms,
+        seconds=first.seconds + second.seconds,
+    )
 
 
 def answers(cached: Profile, stop_above_ms: float | None) -> bool:

@@ -210,7 +210,8 @@ def gate_measurements(verdict: Verdict) -> dict[str, Any]:
         values["latency_frames"] = first.latency_frames
     for profile in verdict.profiles:
         prefix = "cpu" if profile.device.kind == "cpu" else "gpu"
-        values[f"{prefix}_ms"] = profile.median_ms
+        values[f"{prefix}_ms"] = profile.runtime_ms
+        values[f"{prefix}_noise_ms"] = profile.noise_ms
         values[f"{prefix}_device"] = profile.device.key
         if profile.peak_memory_mb is not None:
             values["memory_mb"] = profile.peak_memory_mb

@@ -40,8 +40,10 @@ class _ProfilerActor:
     def signature(self) -> DeviceSignature:
         return self.profiler.signature
 
-    def measure(self, genome: Genome, num_classes: int, stop_above_ms: float | None) -> Profile:
-        return self.profiler.measure(genome, num_classes, stop_above_ms=stop_above_ms)
+    def measure(
+        self, genome: Genome, num_classes: int, stop_above_ms: float | None, again: bool
+    ) -> Profile:
+        return self.profiler.measure(genome, num_classes, stop_above_ms=stop_above_ms, again=again)
 
     def stats(self) -> dict[str, Any]:
         import torch
@@ -67,12 +69,17 @@ class RemoteProfiler:
         self.signature: DeviceSignature = ray.get(actor.signature.remote())
 
     def measure(
-        self, genome: Genome, num_classes: int, *, stop_above_ms: float | None = None
+        self,
+        genome: Genome,
+        num_classes: int,
+        *,
+        stop_above_ms: float | None = None,
+        again: bool = False,
     ) -> Profile:
         """The actor's profile; if its process died (a crash, the OS out-of-memory killer), a
         ``FAILED`` record saying so, since the candidate may well be what killed it."""
         try:
-            return ray.get(self.actor.measure.remote(genome, num_classes, stop_above_ms))
+            return ray.get(self.actor.measure.remote(genome, num_classes, stop_above_ms, again))
         except ray.exceptions.RayActorError as exc:
             cost = count_cost(genome, num_classes)
             reason = f"the profiler process died: {type(exc).__name__}"

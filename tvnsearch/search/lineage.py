@@ -67,6 +67,8 @@ class LineageRecord:
     gpu_ms: float | None = None
     cpu_device: str | None = None  # the device signature each runtime was measured on
     gpu_device: str | None = None
+    cpu_noise_ms: float | None = None  # each runtime's uncertainty (``Profile.noise_ms``)
+    gpu_noise_ms: float | None = None
     params: int | None = None
     flops: int | None = None
     memory_mb: float | None = None
