@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -7,8 +8,10 @@ import pytest
 
 from tvnsearch.cli.main import main
 from tvnsearch.errors import InputError
+from tvnsearch.genome.space import load_space
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.search.recipe import load_recipe, recipe_from_dict, recipe_toml
+from tvnsearch.search.runs import check_cache_size, create_run, new_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = """
@@ -103,10 +106,20 @@ def test_the_frozen_copy_reads_back_to_the_same_config(tmp_path) -> None:
     assert load_recipe(frozen) == config
 
 
-def test_the_shipped_recipes_read(tmp_path) -> None:
-    for name in ("local", "paper"):
-        config = load_recipe(ROOT / "runners" / f"{name}.toml")
-        assert Path(config.search.space).is_file()
+@pytest.mark.parametrize("recipe", sorted((ROOT / "runners").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_reads_and_is_sane(recipe: Path) -> None:
+    config = load_recipe(recipe)
+    space = load_space(config.search.space)
+    check_cache_size(config, space, source=str(recipe))
+    new_strategy(config, space, source=str(recipe))
+
+
+def test_a_frame_cache_smaller_than_the_space_s_clips_is_refused_naming_both(tmp_path) -> None:
+    recipe = ROOT / "runners" / "paper.toml"
+    with pytest.raises(InputError, match=r"data\.cache_size: 128 px is below the largest") as info:
+        overrides = ["data.cache_size=128", f"data.path={json.dumps(str(tmp_path))}"]
+        create_run(recipe, overrides, results_dir=tmp_path / "results")
+    assert "320 px" in str(info.value) and not (tmp_path / "results").exists()
 
 
 def test_the_command_line_names_a_bad_key_and_exits_2(tmp_path, capsys) -> None:

@@ -37,6 +37,9 @@ class Choice:
     def describe(self) -> str:
         return f"one of {list(self.values)}"
 
+    def largest(self) -> Value:
+        return max(self.values)
+
 
 @dataclass(frozen=True)
 class Range:
@@ -65,6 +68,11 @@ class Range:
             return self.low + self.step * rng.randrange(count)
         k = round((self._continuous(rng) - self.low) / self.step)
         return self.low + self.step * min(k, count - 1)
+
+    def largest(self) -> Value:
+        if self.is_float:
+            return self.high
+        return self.low + (self.high - self.low) // self.step * self.step
 
     def _continuous(self, rng: random.Random) -> float:
         u = rng.random()

@@ -53,6 +53,7 @@ def create_run(
     config = load_recipe(recipe, [*overrides, *extra])
     space = load_space(config.search.space)
     new_strategy(config, space, source=str(recipe))
+    check_cache_size(config, space, source=str(recipe))
     if not Path(config.data.path).exists():
         why = f"no such file or folder: {config.data.path}"
         raise InputError(str(recipe), [Problem("data.path", why)])
@@ -66,6 +67,18 @@ def create_run(
     atomic_write_text(run_dir / SPACE_FILE, Path(config.search.space).read_text())
     atomic_write_text(run_dir / RECIPE_FILE, recipe_toml(config, space=SPACE_FILE))
     return run_dir
+
+
+def check_cache_size(config: RunConfig, space: SearchSpace, *, source: str) -> None:
+    """Refuse a frame cache smaller than the space's largest clip: its frames would be upsampled,
+    so resolution genes above it would cost runtime and add nothing."""
+    largest = space.genome["resolution"].largest()
+    if config.data.cache_size < largest:
+        why = (
+            f"{config.data.cache_size} px is below the largest clip resolution of the space "
+            f"{space.name!r}, {largest} px: set data.cache_size to at least {largest}"
+        )
+        raise InputError(source, [Problem("data.cache_size", why)])
 
 
 def save_run_log(run_dir: str | Path, candidate_id: int, story: str) -> str:
