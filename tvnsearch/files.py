@@ -76,6 +76,12 @@ def remove_leftovers(folder: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """This user's cache for tvnsearch: ``$XDG_CACHE_HOME/tvnsearch/<parts>`` (``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base, "tvnsearch", *parts)
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # the only portable way to read it; done once, at import
     os.umask(mask)

@@ -122,7 +122,7 @@ def test_far_over_the_budget_exits_after_the_probe() -> None:
     )
     verdict = gate.check(g)
     assert verdict.status == Status.REJECTED and verdict.stage == "probe"
-    assert verdict.profiles[0].runs == PROBE_RUNS < FAST.runs
+    assert verdict.profiles[0].runs <= PROBE_RUNS < FAST.runs
     assert verdict.value > 1.5 * verdict.limit
 
 

@@ -71,7 +71,7 @@ def test_peak_memory_includes_the_attention_matrix_inside_the_kernel() -> None:
 def test_probe_over_the_limit_stops_early_without_the_full_measurement() -> None:
     p = measure(small_genome(), 10, FAST, stop_above_ms=1e-6)
     assert p.status == Status.REJECTED and p.stopped_early and not p.out_of_memory
-    assert p.runs == PROBE_RUNS < FAST.runs and p.peak_memory_mb is None
+    assert p.runs == 1 < FAST.runs and p.peak_memory_mb is None  # the cold run was over
     full = measure(small_genome(), 10, FAST, stop_above_ms=1e6)
     assert full.status == Status.ADMITTED and full.runs == FAST.runs
 
@@ -207,3 +207,47 @@ def test_a_pipelined_genome_is_also_timed_frame_by_frame() -> None:
     assert piped.frames_per_second == pytest.approx(1000 / piped.frame_ms)
     assert profile_from_dict(piped.to_dict()) == piped
     assert "ms per frame" in describe_profile(piped)
+
+
+class Script:
+    """A timer and a cold run of made-up milliseconds, counting the runs asked for."""
+
+    def __init__(self, cold_ms: float, run_ms: float, complete: bool = True) -> None:
+        self.cold_ms, self.run_ms, self.complete = cold_ms, run_ms, complete
+        self.runs = 0
+
+    def timer(self, n: int) -> tuple[float, ...]:
+        self.runs += n
+        return (self.run_ms,) * n
+
+    def cold(self, limit_ms: float | None) -> tuple[float, bool]:
+        return self.cold_ms, self.complete
+
+
+@pytest.mark.parametrize(
+    ("script", "runs", "stopped"),
+    [
+        (Script(cold_ms=50.0, run_ms=1.0), 1, True),  # the cold run alone is over 4x
+        (Script(cold_ms=5.0, run_ms=1.0, complete=False), 1, True),  # stopped part-way
+        (Script(cold_ms=30.0, run_ms=12.0), PROBE_RUNS, True),  # the probe is over
+        (Script(cold_ms=30.0, run_ms=8.0), FAST.runs, False),  # measured in full
+    ],
+)
+def test_an_early_stop_costs_a_few_times_the_budget_at_most(script, runs, stopped) -> None:
+    runs_ms, early = timing.schedule_runs(script.timer, FAST, 10.0, script.cold)
+    assert early == stopped and len(runs_ms) == runs
+    assert script.runs <= (PROBE_RUNS if stopped else script.runs)
+
+
+def test_a_slow_network_s_cold_run_stops_part_way(monkeypatch) -> None:
+    g = small_genome()
+    model, clip = timing._prepare(g, 10, FAST)
+    instances = [i for block in model.blocks for i in block]
+    seen = []
+    for instance in instances:
+        instance.register_forward_hook(lambda *a, i=instance: seen.append(i))
+    with torch.inference_mode():
+        elapsed, complete = timing._cold_prefix(model, clip, limit_ms=0.0)
+    assert not complete and len(seen) == 1 < len(instances) and elapsed > 0
+    with torch.inference_mode():
+        assert timing._cold_prefix(model, clip, limit_ms=None)[1]

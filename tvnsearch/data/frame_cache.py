@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from tvnsearch.data.video import decode_video
 from tvnsearch.errors import InputError, Problem, describe_error
-from tvnsearch.files import atomic_write_text, atomic_writer
+from tvnsearch.files import atomic_write_text, atomic_writer, user_cache_dir
 
 log = logging.getLogger(__name__)
 FORMAT = "frames/1"  # part of every key: bump it when the decoding changes what is stored
@@ -32,10 +31,7 @@ DEFAULT_SHORT_SIDE = 128  # above the tiny space's largest resolution (96); see 
 
 def cache_dir(chosen: str | Path | None = None) -> Path:
     """``chosen``, or the machine's shared default: ``$XDG_CACHE_HOME/tvnsearch/frames``."""
-    if chosen is not None:
-        return Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tvnsearch" / "frames"
+    return Path(chosen) if chosen is not None else user_cache_dir("frames")
 
 
 @dataclass(frozen=True)

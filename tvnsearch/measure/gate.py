@@ -1,7 +1,9 @@
 """The constraint gate: which candidates may be trained, decided cheapest check first.
 
 1. Counted from the plan in well under a millisecond: parameters, FLOPs, and a lower bound on
-   memory (weights plus the input and output of the largest step).
+   memory (weights plus the input and output of the largest step); and, where the device's
+   roofline is known (``tvnsearch.measure.roofline``), a lower bound on runtime that needs no
+   forward pass. These are ``passes_bounds``: deterministic, so a strategy may sample from them.
 2. The latency predictor (a feature regression, ``tvnsearch.measure.predictor``, unless another is
    given per device kind, such as the kernel lookup table of
    ``tvnsearch.measure.lookup_predictor``), once checked: only a candidate predicted over a time
@@ -9,7 +11,8 @@
    rejected unmeasured, so that its errors cost little.
 3. An early-exit measurement: when the fastest of the first warm runs is already
    ``early_exit_factor`` times over the budget, the candidate is rejected there.
-4. Otherwise a full measurement, whose median and peak memory are judged against the budgets.
+4. Otherwise a full measurement, whose fastest run and peak memory are judged against the budgets;
+   a runtime within noise of its budget is measured twice and judged on the pooled runs.
 
 A candidate that fails or runs out of memory while being measured gives a verdict, never a crash.
 """
@@ -27,6 +30,7 @@ from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.constraints import FRAME_LIMITS, TIME_LIMITS, Constraints, check_feasible
 from tvnsearch.measure.predictor import LatencyPredictor, Predictor
 from tvnsearch.measure.profile import Profile
+from tvnsearch.measure.roofline import Roofline
 from tvnsearch.status import Status
 
 
@@ -77,6 +81,7 @@ class Gate:
         predictor_margin: float | None = 2.0,
         min_fit_size: int = 20,
         predictors: Mapping[str, Predictor] | None = None,
+        rooflines: Mapping[str, Roofline] | None = None,
     ) -> None:
         self.profilers = dict(profilers or {})
         _check_setup(constraints, num_classes, self.profilers, early_exit_factor, predictor_margin)
@@ -90,12 +95,31 @@ class Gate:
             kind: LatencyPredictor(min_fit_size) for kind in self.profilers
         }
         self.predictors.update(predictors or {})
+        self.rooflines = dict(rooflines or {})
 
     def check(self, genome: Genome) -> Verdict:
         start = time.perf_counter()
         cost = count_cost(genome, self.num_classes)
-        verdict = self._check_cost(genome, cost) or self._check_devices(genome, cost)
+        verdict = self.check_bounds(genome, cost) or self._check_devices(genome, cost)
         return replace(verdict, seconds=time.perf_counter() - start)
+
+    def passes_bounds(self, genome: Genome) -> bool:
+        """Whether ``genome`` passes the checks that need no measurement (counts and rooflines):
+        the same answer every time, in any process with the same rooflines."""
+        return self.check_bounds(genome, count_cost(genome, self.num_classes)) is None
+
+    def check_bounds(self, genome: Genome, cost: Cost) -> Verdict | None:
+        """The rejection by counts or by a roofline's lower bound on runtime, if any."""
+        return self._check_cost(genome, cost) or self._check_rooflines(genome, cost)
+
+    def _check_rooflines(self, genome: Genome, cost: Cost) -> Verdict | None:
+        for kind, roofline in self.rooflines.items():
+            name = TIME_LIMITS[kind]
+            budget = getattr(self.constraints, name)
+            low = roofline.min_runtime_ms(cost)
+            if budget is not None and low > budget:
+                return _rejected(genome, cost, "bound", name, low, budget)
+        return None
 
     def _check_cost(self, genome: Genome, cost: Cost) -> Verdict | None:
         bounds = {
@@ -197,6 +221,7 @@ def _verdict(genome: Genome, cost: Cost, status: Status, stage: str, **fields: A
 
 _HOW = {
     "cost": "counted",
+    "bound": "lower bound: counted FLOPs and bytes at this device's peak rates",
     "predictor": "predicted",
     "probe": "fastest probe run",
     "remeasurement": "measured twice: it was within noise of the limit",

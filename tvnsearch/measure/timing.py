@@ -16,6 +16,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,10 +27,13 @@ from tvnsearch.genome.cost import Cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.memory import available_bytes, is_out_of_memory, peak_memory_bytes
 from tvnsearch.measure.profile import PROBE_RUNS, Settings
-from tvnsearch.models.builder import build_model
+from tvnsearch.models.builder import TVN, build_model
 from tvnsearch.status import Status
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+# A cold run pays for allocations and kernel selection: only this far over the probe's threshold
+# does it alone prove a network too slow.
+COLD_FACTOR = 4.0
 
 
 def time_genome(
@@ -85,17 +89,29 @@ def _time_runs(
 ) -> tuple[tuple[float, ...], bool]:
     keep_freed_memory()
     timer = _time_cuda if clip.is_cuda else _time_cpu
+    cold = partial(_cold_prefix, model, clip) if isinstance(model, TVN) else None
     with torch.inference_mode(), without_gc():
-        return schedule_runs(lambda n: timer(model, clip, n), settings, stop_above_ms)
+        return schedule_runs(lambda n: timer(model, clip, n), settings, stop_above_ms, cold)
 
 
 def schedule_runs(
-    timer: Callable[[int], tuple[float, ...]], settings: Settings, stop_above_ms: float | None
+    timer: Callable[[int], tuple[float, ...]],
+    settings: Settings,
+    stop_above_ms: float | None,
+    cold: Callable[[float | None], tuple[float, bool]] | None = None,
 ) -> tuple[tuple[float, ...], bool]:
     """The timed runs of ``timer(n)`` (which times n runs, in ms each): a cold run, the probe,
-    the rest of the warm-up, then at least ``settings.runs`` runs and ``settings.min_seconds``;
-    ``(probe, True)`` when even the probe's fastest run is over ``stop_above_ms``."""
-    timer(1)  # cold: allocations, kernel selection
+    the rest of the warm-up, then at least ``settings.runs`` runs and ``settings.min_seconds``.
+
+    With ``stop_above_ms`` it stops early, returning ``(runs so far, True)``: when the cold run
+    (``cold(limit)`` times it and may stop part-way, once over ``limit``) is ``COLD_FACTOR``
+    times over, or when even the probe's fastest run is over. So no rejection costs more than a
+    few times the budget, however slow the network.
+    """
+    limit = None if stop_above_ms is None else COLD_FACTOR * stop_above_ms
+    cold_ms, complete = cold(limit) if cold is not None else (timer(1)[0], True)
+    if limit is not None and (not complete or cold_ms > limit):
+        return (cold_ms,), True
     probe = timer(PROBE_RUNS)
     if stop_above_ms is not None and min(probe) > stop_above_ms:
         return probe, True
@@ -107,15 +123,38 @@ def schedule_runs(
     return runs, False
 
 
+def _cold_prefix(model: TVN, clip: torch.Tensor, limit_ms: float | None) -> tuple[float, bool]:
+    """The cold run, one block instance at a time: its milliseconds so far, and whether it ran
+    to the end (it stops once over ``limit_ms``: the network cannot be faster than its prefix)."""
+    clock = _clock(clip)
+    start, x = clock(), clip
+    for instance in (i for block in model.blocks for i in block):
+        x = instance(x)
+        if clip.is_cuda:
+            torch.cuda.synchronize()
+        elapsed = (clock() - start) / 1e6
+        if limit_ms is not None and elapsed > limit_ms:
+            return elapsed, False
+    model.head(x)
+    if clip.is_cuda:
+        torch.cuda.synchronize()
+    return (clock() - start) / 1e6, True
+
+
+def _clock(clip: torch.Tensor) -> Callable[[], int]:
+    # On one intra-op thread every kernel runs in this thread: its CPU time is the network's
+    # work, and the time it spent descheduled (another process, a hypervisor's steal) is left out.
+    one_thread = not clip.is_cuda and torch.get_num_threads() == 1
+    return time.thread_time_ns if one_thread else time.perf_counter_ns
+
+
 def _num_runs(total_ms: float, seen: tuple[float, ...], at_least: int) -> int:
     per_run_ms = max(statistics.median(seen), 1e-3)
     return max(at_least, math.ceil(total_ms / per_run_ms))
 
 
 def _time_cpu(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
-    # On one intra-op thread every kernel runs in this thread: its CPU time is the network's
-    # work, and the time it spent descheduled (another process, a hypervisor's steal) is left out.
-    clock = time.thread_time_ns if torch.get_num_threads() == 1 else time.perf_counter_ns
+    clock = _clock(clip)
     times = []
     for _ in range(num_runs):
         start = clock()
