@@ -41,7 +41,8 @@ SEARCHED_RECIPE = """
 name = "fixture"
 space = "{space}"
 strategy = "evolution"
-budget = 10
+budget = 20
+num_trained = 8
 seed = 3
 [search.options]
 initial_size = 4
@@ -49,13 +50,14 @@ tournament_size = 2
 [data]
 path = "{data}"
 cache_dir = "{cache}"
-cache_size = 32
+cache_size = 64
 [train]
 iterations = 3
 batch_size = 4
 [constraints]
 max_flops = 20_000_000
 max_cpu_ms = 10_000.0
+max_memory_mb = 1.0
 [resources]
 num_workers = 1
 max_retries = 1
@@ -68,8 +70,9 @@ def searched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     once per test session by the command line in its own process; tests must not change it.
 
     Every candidate is measured, but its runtime budget is one no tiny candidate breaks on any
-    machine: which candidates are rejected (by counted FLOPs), trained and mutated is the same
-    everywhere."""
+    machine; candidates are rejected by their measured peak memory (the allocator's count, the
+    same on every machine with this torch), so which are rejected, trained and mutated is the
+    same everywhere."""
     from tvnsearch.data.synth import SynthConfig, write_synth
 
     root = tmp_path_factory.mktemp("searched")

@@ -31,6 +31,11 @@ class InputError(ValueError):
         return [f"{self.source}: {problem}" for problem in self.problems]
 
 
+class SearchStopped(RuntimeError):
+    """A failure that would repeat for every later candidate (a profiler that keeps dying, data
+    that is gone): the search stops with this one line, its run folder resumable as it is."""
+
+
 def describe_error(exc: BaseException, *, limit: int = 500) -> str:
     """``Type: first line of the message``: the one-line reason a record keeps of ``exc`` (its
     whole traceback belongs in a log)."""

@@ -1,23 +1,26 @@
 """A profiler for one device: one measurement at a time, repeats answered from a cache.
 
 The cache is keyed by genome id, classifier width and device signature, so that a runtime is only
-ever reused on the device type, thread count and torch build it was taken with. It can be kept in
-a JSON file (written whole to a temporary file, then renamed) and read back by a later run.
+ever reused on the device type, thread count and torch build it was taken with. A run keeps its
+profiles in a ``ProfileLog`` (JSON lines, appended by the driver as they arrive) and seeds the
+cache of a resumed search with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from tvnsearch.errors import InputError
-from tvnsearch.files import atomic_write_text, read_json
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.device import DeviceSignature, check_device, device_signature
 from tvnsearch.measure.measurement import measure
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings, profile_from_dict
+from tvnsearch.measure.roofline import Roofline, device_roofline
 from tvnsearch.status import Status
 
 CacheKey = tuple[str, int, str]
@@ -25,36 +28,58 @@ CacheKey = tuple[str, int, str]
 
 class ProfileCache:
     """Profiles by (genome id, num_classes, device signature). Failures and out-of-memory
-    verdicts are not kept: they depend on the moment (a passing fault, memory that training
-    workers held), so a later ask measures again."""
+    verdicts are not kept (``keeps``): they depend on the moment (a passing fault, memory that
+    training workers held), so a later ask measures again."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+    def __init__(self, profiles: Iterable[Profile] = ()) -> None:
         self._profiles: dict[CacheKey, Profile] = {}
-        if self.path is not None and self.path.exists():
-            self._read(self.path)
-
-    def _read(self, path: Path) -> None:
-        for i, data in enumerate(read_json(path)):
-            try:
-                self.put(profile_from_dict(data))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise InputError(str(path), f"[{i}]: not a profile record ({exc!r})") from None
+        for profile in profiles:
+            self.put(profile)
 
     def __len__(self) -> int:
         return len(self._profiles)
+
+    @staticmethod
+    def keeps(profile: Profile) -> bool:
+        return profile.status != Status.FAILED and not profile.out_of_memory
 
     def get(self, genome_id: str, num_classes: int, device: DeviceSignature) -> Profile | None:
         return self._profiles.get((genome_id, num_classes, device.key))
 
     def put(self, profile: Profile) -> None:
-        if profile.status != Status.FAILED and not profile.out_of_memory:
+        if self.keeps(profile):
             self._profiles[(profile.genome_id, profile.num_classes, profile.device.key)] = profile
 
-    def save(self) -> None:
-        assert self.path is not None, "this cache has no file"
-        data = [p.to_dict() for p in self._profiles.values()]
-        atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+
+class ProfileLog:
+    """The profiles of a run, one JSON line each, appended by the driver as they arrive: a
+    resume after any crash, ``kill -9`` included, measures none of them again."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[Profile]:
+        """Every profile written; a last line cut short by a crash is left out."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text().splitlines()
+        profiles = []
+        for number, line in enumerate(lines, 1):
+            try:
+                profiles.append(profile_from_dict(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                if number == len(lines):  # the line being written when the driver died
+                    break
+                why = f"line {number}: not a profile record ({exc!r})"
+                raise InputError(str(self.path), why) from None
+        return profiles
+
+    def append(self, profiles: Iterable[Profile]) -> None:
+        kept = [json.dumps(p.to_dict()) + "\n" for p in profiles if ProfileCache.keeps(p)]
+        if kept:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.writelines(kept)
 
 
 class Profiler:
@@ -69,6 +94,12 @@ class Profiler:
         self.cache = cache if cache is not None else ProfileCache()
         self.num_measurements = 0
         self._lock = threading.Lock()  # one measurement at a time on this device
+
+    @functools.cached_property
+    def roofline(self) -> Roofline:
+        """This device's roofline: measured once per device signature, then read back."""
+        with self._lock:
+            return device_roofline(self.settings)
 
     def measure(
         self,

@@ -10,12 +10,13 @@
                            ▼
                       ready ─▶ executor (num_workers in flight) ─▶ tell, in completion order
 
-Every tell appends one lineage row, with ``num_asked_at_tell``, in the order told: the lineage
-alone rebuilds the strategy (``Strategy.replay``). The budget counts candidates told, whatever
-became of them: a run of budget N asks exactly ids 0..N-1 and tells each once. Admitted
-candidates are screened while others train (at most ``num_workers`` wait ready), so that a worker
-that finishes starts again at once; a genome asked while the same genome trains waits for that
-result and becomes a duplicate, instead of training twice. The driver flushes the lineage every
+Every tell appends one lineage row, with ``num_asked_at_tell``, in the order told: the lineage alone
+rebuilds the strategy (``Strategy.replay``). The budget counts candidates told, whatever became of
+them: a run of budget N asks exactly ids 0..N-1 and tells each once (a run that wants
+``num_trained`` trained candidates ends once it has them, asking no more than it may still need).
+Admitted candidates are screened while others train (at most ``num_workers`` wait ready), so that a
+worker that finishes starts again at once; a genome asked while the same genome trains waits for
+that result and becomes a duplicate, instead of training twice. The driver flushes the lineage every
 ``flush_seconds``: a crash loses at most those rows, and a resume asks and runs them again.
 """
 
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.gate import Gate, Verdict
+from tvnsearch.measure.profile import Profile
 from tvnsearch.search.lineage import MEASUREMENTS, LineageRecord, LineageWriter
 from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.strategies import Candidate, Result, Strategy
@@ -83,6 +85,8 @@ class Engine:
     # Keeps a candidate's whole story (candidate id, text) and says where, for the lineage's
     # ``log`` column; None drops it.
     save_log: Callable[[int, str], str] | None = None
+    # Keeps the gate's measurements as they arrive (the run's profile logs); None drops them.
+    save_profiles: Callable[[tuple[Profile, ...]], object] | None = None
     _ready: deque[Pending] = field(default_factory=deque, init=False)
     _running: dict[int, Pending] = field(default_factory=dict, init=False)
     _admitted: dict[str, int] = field(default_factory=dict, init=False)  # genome id: candidate
@@ -92,7 +96,7 @@ class Engine:
         """Go on until the budget is told; the lineage is flushed however this ends."""
         flushed_at = self.clock()
         try:
-            while self.tally.done < self.tally.budget:
+            while not self.tally.finished:
                 self._submit_ready()
                 screening = self._may_ask() and len(self._ready) < self.num_workers
                 if screening:
@@ -114,7 +118,11 @@ class Engine:
     def _may_ask(self) -> bool:
         waiting = sum(map(len, self._waiting.values()))
         outstanding = len(self._ready) + len(self._running) + waiting
-        return self.tally.done + outstanding < self.tally.budget
+        if self.tally.done + outstanding >= self.tally.budget:
+            return False
+        # Enough are trained or training for what the search wants: wait for them.
+        wanted = self.tally.num_trained
+        return wanted is None or self.tally.trained + len(self._ready) + len(self._running) < wanted
 
     def _submit_ready(self) -> None:
         while self._ready and self.executor.num_running < self.num_workers:
@@ -139,6 +147,8 @@ class Engine:
             self._tell(candidate, found.reused(), asked_at, measurements)
             return
         verdict = self.gate.check(candidate.genome)
+        if self.save_profiles is not None and verdict.profiles:
+            self.save_profiles(verdict.profiles)
         measurements = gate_measurements(verdict)
         if verdict.status == Status.ADMITTED:
             self._ready.append(Pending(candidate, asked_at, measurements))

@@ -14,9 +14,11 @@ Real et al. 2019) the oldest, which keeps the search from resting on a few lucky
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
-from tvnsearch.genome.mutation import mutate
+from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.mutation import Mutation, mutate
 from tvnsearch.genome.space import SearchSpace
 from tvnsearch.search.strategies import Candidate, Result, Strategy
 
@@ -62,11 +64,11 @@ class Evolution(Strategy):
     def _new(self, candidate_id: int) -> Candidate:
         rng = self._rng(candidate_id)
         if self._num_joined < self.initial_size:
-            return Candidate(candidate_id, self.space.sample(rng), None, "random", self.name)
+            return Candidate(candidate_id, self._sample(rng), None, "random", self.name)
         size = min(self.tournament_size, len(self._population))
         contestants = rng.sample(self._population, size)
         parent = max(contestants, key=lambda m: (m.fitness, -m.candidate.candidate_id))
-        mutation = mutate(parent.candidate.genome, self.space, rng)
+        mutation = self._first_mutation(parent.candidate.genome, rng)
         return Candidate(
             candidate_id,
             mutation.child,
@@ -85,3 +87,15 @@ class Evolution(Strategy):
 
     def _worst(self) -> int:
         return min(range(len(self._population)), key=lambda i: self._population[i].fitness)
+
+    def _first_mutation(self, parent: Genome, rng: random.Random) -> Mutation:
+        """A mutation of ``parent`` whose child passes ``feasible``, if one does in
+        ``MAX_DRAWS`` draws (else the last drawn)."""
+        mutations: list[Mutation] = []
+
+        def draw() -> Genome:
+            mutations.append(mutate(parent, self.space, rng))
+            return mutations[-1].child
+
+        self._first_feasible(draw)
+        return mutations[-1]

@@ -13,32 +13,41 @@ embedded local Ray or a cluster; ``RayExecutor`` hands results back in the order
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import ray
 
+from tvnsearch.errors import SearchStopped
 from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.affinity import pin_process, split_cores, usable_cores
 from tvnsearch.measure.device import DeviceSignature, check_device
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings
 from tvnsearch.measure.profiler import ProfileCache, Profiler
+from tvnsearch.measure.roofline import Roofline
 from tvnsearch.search.worker import Evaluation, Evaluator, failed, lost, worker_node
 from tvnsearch.status import Status
 
+MIN_TIMEOUT_SECONDS = 60.0  # any measurement: building, a cold run, warm-up and timed runs
+TIMEOUT_PER_BUDGET = 100  # and at most this many times its early-exit threshold
+
 
 class _ProfilerActor:
-    def __init__(self, settings: Settings, cores: tuple[int, ...], cache_path: str | None):
+    def __init__(self, settings: Settings, cores: tuple[int, ...], known: list[Profile]):
         import torch  # in the actor's process: the driver that starts it needs no torch
 
         self.pinned = pin_process(cores)
         torch.set_num_threads(settings.threads)
-        self.profiler = Profiler(settings, cache=ProfileCache(cache_path))
+        self.profiler = Profiler(settings, cache=ProfileCache(known))
 
     def signature(self) -> DeviceSignature:
         return self.profiler.signature
+
+    def roofline(self) -> Roofline:
+        return self.profiler.roofline
 
     def measure(
         self, genome: Genome, num_classes: int, stop_above_ms: float | None, again: bool
@@ -56,17 +65,45 @@ class _ProfilerActor:
             "pid": os.getpid(),
         }
 
-    def save_cache(self) -> None:
-        self.profiler.cache.save()
-
 
 class RemoteProfiler:
-    """A profiler in its own Ray actor; ``measure`` blocks until the measurement is done."""
+    """A profiler in its own Ray actor, pinned to ``cores``; ``measure`` blocks until done.
 
-    def __init__(self, actor: Any, cores: tuple[int, ...]) -> None:
-        self.actor = actor
-        self.cores = cores
-        self.signature: DeviceSignature = ray.get(actor.signature.remote())
+    A measurement that outlasts ``timeout_seconds`` (``TIMEOUT_PER_BUDGET`` times the budget at
+    least) is a failed record and the actor is replaced. An actor that dies (a crash, the
+    out-of-memory killer) is replaced after a back-off of 1, 2, 4, ... seconds, its candidate
+    failed (it may well be what killed it); after ``max_deaths`` deaths in a row the profiler
+    is dead, and ``measure`` raises ``SearchStopped``: every later candidate would fail the same.
+    A new actor starts with the profiles of ``known()``: nothing measured is measured again.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        cores: tuple[int, ...],
+        *,
+        known: Callable[[], list[Profile]] = list,
+        timeout_seconds: float = 600.0,
+        max_deaths: int = 3,
+    ) -> None:
+        self.settings, self.cores, self.known = settings, cores, known
+        self.timeout_seconds, self.max_deaths = timeout_seconds, max_deaths
+        self.num_deaths = 0  # in a row
+        self._start()
+
+    def _start(self) -> None:
+        options = {
+            "num_cpus": len(self.cores),
+            "num_gpus": 1 if self.settings.device == "cuda" else 0,
+            "max_concurrency": 1,  # one measurement at a time on this device
+            "max_restarts": 0,  # replaced here, with a back-off and a limit
+        }
+        actor_class = ray.remote(_ProfilerActor).options(**options)
+        self.actor = actor_class.remote(self.settings, self.cores, self.known())
+        self.signature: DeviceSignature = ray.get(self.actor.signature.remote())
+
+    def roofline(self) -> Roofline:
+        return ray.get(self.actor.roofline.remote())
 
     def measure(
         self,
@@ -76,59 +113,66 @@ class RemoteProfiler:
         stop_above_ms: float | None = None,
         again: bool = False,
     ) -> Profile:
-        """The actor's profile; if its process died (a crash, the OS out-of-memory killer), a
-        ``FAILED`` record saying so, since the candidate may well be what killed it."""
-        try:
-            return ray.get(self.actor.measure.remote(genome, num_classes, stop_above_ms, again))
-        except ray.exceptions.RayActorError as exc:
-            cost = count_cost(genome, num_classes)
-            reason = f"the profiler process died: {type(exc).__name__}"
-            log = f"{reason}\n\n{exc}\n"
-            return Profile(
-                genome.id,
-                num_classes,
-                self.signature,
-                Status.FAILED,
-                cost.params,
-                cost.flops,
-                reason=reason,
-                log=log,
+        ref = self.actor.measure.remote(genome, num_classes, stop_above_ms, again)
+        timeout = self.timeout_seconds
+        if stop_above_ms is not None:
+            timeout = min(
+                timeout, max(MIN_TIMEOUT_SECONDS, TIMEOUT_PER_BUDGET * stop_above_ms / 1e3)
             )
+        try:
+            profile = ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(self.actor)
+            self._start()
+            return _failed(genome, num_classes, self.signature, f"no answer within {timeout:g} s")
+        except ray.exceptions.RayActorError as exc:
+            return self._died(genome, num_classes, exc)
+        self.num_deaths = 0
+        return profile
+
+    def _died(self, genome: Genome, num_classes: int, exc: BaseException) -> Profile:
+        self.num_deaths += 1
+        reason = f"the profiler process died: {type(exc).__name__}"
+        if self.num_deaths >= self.max_deaths:
+            raise SearchStopped(
+                f"the {self.settings.device} profiler died {self.num_deaths} times in a row "
+                f"(last while measuring genome {genome.id}: {type(exc).__name__})"
+            )
+        time.sleep(2 ** (self.num_deaths - 1))
+        self._start()
+        return _failed(genome, num_classes, self.signature, reason, log=f"{reason}\n\n{exc}\n")
 
     def stats(self) -> dict[str, Any]:
         return ray.get(self.actor.stats.remote())
 
-    def save_cache(self) -> None:
-        ray.get(self.actor.save_cache.remote())
-
     def close(self) -> None:
         ray.kill(self.actor)
+
+
+def _failed(
+    genome: Genome, num_classes: int, device: DeviceSignature, reason: str, log: str = ""
+) -> Profile:
+    cost = count_cost(genome, num_classes)
+    status = Status.FAILED
+    return Profile(
+        genome.id, num_classes, device, status, cost.params, cost.flops, reason=reason, log=log
+    )
 
 
 def start_profiler(
     settings: Settings = DEFAULT_SETTINGS,
     *,
     cores: tuple[int, ...] | None = None,
-    cache_path: str | Path | None = None,
+    known: Callable[[], list[Profile]] = list,
 ) -> RemoteProfiler:
-    """Start the profiler actor on ``cores`` (default: the last ``settings.threads`` cores).
+    """Start a profiler actor on ``cores`` (default: the last ``settings.threads`` cores).
 
     Ray must be initialised. The actor holds ``len(cores)`` of Ray's CPUs, and the GPU for CUDA.
     """
     check_device(settings.device, threads=settings.threads, source="profiler")
     if cores is None:
         cores, _ = split_cores(settings.threads)
-    options = {
-        "num_cpus": len(cores),
-        "num_gpus": 1 if settings.device == "cuda" else 0,
-        "max_concurrency": 1,  # one measurement at a time on this device
-        "max_restarts": 1,  # a crashed profiler comes back; the call it died in is a record
-    }
-    actor_class = ray.remote(_ProfilerActor)
-    actor = actor_class.options(**options).remote(
-        settings, tuple(cores), None if cache_path is None else str(cache_path)
-    )
-    return RemoteProfiler(actor, tuple(cores))
+    return RemoteProfiler(settings, tuple(cores), known=known)
 
 
 # Training: embedded or cluster Ray, training tasks in flight, results in completion order.

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import TextIO
 
 from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import atomic_write_text, read_json
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import Settings
-from tvnsearch.search.engine import Engine, Known, known_of
+from tvnsearch.measure.profiler import ProfileLog
+from tvnsearch.measure.roofline import Roofline, roofline_from_dict
+from tvnsearch.search.engine import Engine, known_of
 from tvnsearch.search.executors import (
     Placement,
     RayExecutor,
@@ -29,7 +32,7 @@ from tvnsearch.search.executors import (
     start_ray,
     stop_ray,
 )
-from tvnsearch.search.lineage import LineageWriter, read_lineage, records_from_frame
+from tvnsearch.search.lineage import LineageRecord, LineageWriter, read_lineage, records_from_frame
 from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.recipe import RunConfig
 from tvnsearch.search.runs import (
@@ -79,23 +82,19 @@ def run_search(
     evaluator: Evaluator = evaluate,
     stream: TextIO | None = None,
 ) -> Tally:
-    """Run (or resume) the search of ``run_dir`` until its budget is told."""
+    """Run (or resume) the search of ``run_dir`` until its budget is told or it has trained the
+    candidates it wants; ``SearchStopped`` when a failure would repeat for every candidate."""
     run_dir = Path(run_dir)
     overrides = [f"resources.address={json.dumps(address)}"] if address else []
     config = load_run(run_dir, overrides)
     space = load_space(config.search.space)
     strategy = new_strategy(config, space, source=str(run_dir / RECIPE_FILE))
     frame = read_lineage(run_dir)
-    records = records_from_frame(frame)
-    try:
-        strategy.replay(records)
-    except ValueError as exc:
-        raise InputError(str(run_dir / "lineage"), f"cannot be replayed: {exc}") from None
-    tally = tally_of(frame, config.search.budget)
-    if tally.done >= tally.budget:
+    tally = tally_of(frame, config.search)
+    if tally.finished:
         return tally
-    known = known_of(records)
-    return _search(config, strategy, run_dir, tally, known, evaluator=evaluator, stream=stream)
+    records = records_from_frame(frame)
+    return _search(config, strategy, run_dir, tally, records, evaluator=evaluator, stream=stream)
 
 
 def _search(
@@ -103,7 +102,7 @@ def _search(
     strategy: Strategy,
     run_dir: Path,
     tally: Tally,
-    known: dict[str, Known],
+    records: list[LineageRecord],
     *,
     evaluator: Evaluator,
     stream: TextIO | None = None,
@@ -114,13 +113,18 @@ def _search(
     if r.address is None:
         check_cores(config, devices, source=str(run_dir / RECIPE_FILE))
     started = start_ray(r.address, num_cpus=r.num_cpus)
+    logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
     profilers: dict[str, RemoteProfiler] = {}
     try:
         for kind in devices:
-            cache = run_dir / f"profiles-{kind}.json"
             settings = Settings(device=kind, threads=r.profiler_threads)
-            profilers[kind] = start_profiler(settings, cache_path=cache)
-        gate = Gate(config.constraints, num_classes=num_classes, profilers=profilers)
+            profilers[kind] = start_profiler(settings, known=logs[kind].read)
+        rooflines = {kind: run_roofline(run_dir, p) for kind, p in profilers.items()}
+        gate = Gate(
+            config.constraints, num_classes=num_classes, profilers=profilers, rooflines=rooflines
+        )
+        strategy.feasible = gate.passes_bounds  # before replay: it asks what the run asked
+        _replay(strategy, records, source=str(run_dir / "lineage"))
         executor = RayExecutor(
             evaluator, task_of(config), _placement(config, profilers), max_retries=r.max_retries
         )
@@ -133,16 +137,36 @@ def _search(
                 run_id=run_dir.name,
                 tally=tally,
                 num_workers=r.num_workers,
-                known=known,
+                known=known_of(records),
                 progress=Progress(tally, stream=stream),
                 flush_seconds=FLUSH_SECONDS,
                 save_weights=partial(save_run_weights, run_dir),
                 save_log=partial(save_run_log, run_dir),
+                save_profiles=lambda profiles: [logs[p.device.kind].append([p]) for p in profiles],
             )
             return engine.run()
     finally:
         for profiler in profilers.values():
-            profiler.save_cache()
             profiler.close()
         if started:
             stop_ray()
+
+
+def _replay(strategy: Strategy, records: list[LineageRecord], *, source: str) -> None:
+    try:
+        strategy.replay(records)
+    except ValueError as exc:
+        raise InputError(source, f"cannot be replayed: {exc}") from None
+
+
+def run_roofline(run_dir: Path, profiler: RemoteProfiler) -> Roofline:
+    """The roofline a run judges by: the one it kept, if measured on this device signature (a
+    resumed search then rejects exactly what it rejected before), or this device's."""
+    path = run_dir / f"roofline-{profiler.settings.device}.json"
+    if path.is_file():
+        kept = roofline_from_dict(read_json(path), source=str(path))
+        if kept.device == profiler.signature.key:
+            return kept
+    roofline = profiler.roofline()
+    atomic_write_text(path, json.dumps(roofline.to_dict(), indent=1) + "\n")
+    return roofline

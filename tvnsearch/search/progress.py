@@ -21,16 +21,27 @@ MIN_RATE_SECONDS = 5.0
 
 @dataclass
 class Tally:
-    """Candidates told, by status, and the fittest one."""
+    """Candidates told, by status, and the fittest one; a search is ``finished`` when it has
+    told ``budget`` candidates, or trained ``num_trained`` when it says how many it wants."""
 
     budget: int
     counts: Counter[str] = field(default_factory=Counter)
     best_fitness: float | None = None
     best_id: int | None = None
+    num_trained: int | None = None
 
     @property
     def done(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def trained(self) -> int:
+        return self.counts[Status.TRAINED]
+
+    @property
+    def finished(self) -> bool:
+        wanted = self.num_trained is not None and self.trained >= self.num_trained
+        return wanted or self.done >= self.budget
 
     def add(self, candidate_id: int, status: Status, fitness: float | None) -> None:
         self.counts[str(status)] += 1
@@ -41,7 +52,8 @@ class Tally:
     def line(self, per_hour: float | None = None) -> str:
         best = "-" if self.best_id is None else f"{self.best_fitness:.4f} (#{self.best_id})"
         rate = "" if per_hour is None else f" | {per_hour:,.1f} candidates/h"
-        return f"[{self.done}/{self.budget}] {counts_line(self.counts)} | best {best}{rate}"
+        wanted = "" if self.num_trained is None else f", {self.trained}/{self.num_trained} trained"
+        return f"[{self.done}/{self.budget}{wanted}] {counts_line(self.counts)} | best {best}{rate}"
 
 
 def counts_line(counts: Mapping[str, int]) -> str:

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SearchSection:
     space: str  # a search space TOML
-    budget: int  # candidates told: trained, rejected, failed and duplicates alike
+    budget: int  # candidates told at most: trained, rejected, failed and duplicates alike
+    # Trained candidates wanted (the paper's "200 random, then 500 rounds" is 700 trained); the
+    # search ends when it has them, or at ``budget``, whichever comes first. None: at ``budget``.
+    num_trained: int | None = None
     strategy: str = "evolution"  # a name in tvnsearch.search.strategies.STRATEGIES
     seed: int = 0
     name: str = "search"  # the run folder is results/<name>-<timestamp>
@@ -68,6 +71,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         problems = [Problem("search.budget", "must be >= 1")] if self.search.budget < 1 else []
+        wanted = self.search.num_trained
+        if wanted is not None and not 1 <= wanted <= self.search.budget:
+            why = f"must be between 1 and search.budget ({self.search.budget}), but got {wanted}"
+            problems.append(Problem("search.num_trained", why))
         problems += [
             Problem(f"resources.{n}", "must be >= 1")
             for n in ("num_workers", "profiler_threads")

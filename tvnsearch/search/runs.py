@@ -29,7 +29,7 @@ from tvnsearch.genome.space import SearchSpace, load_space
 from tvnsearch.measure.constraints import TIME_LIMITS
 from tvnsearch.search.lineage import best, read_lineage
 from tvnsearch.search.progress import Tally, counts_line
-from tvnsearch.search.recipe import RunConfig, load_recipe, recipe_toml
+from tvnsearch.search.recipe import RunConfig, SearchSection, load_recipe, recipe_toml
 from tvnsearch.search.strategies import STRATEGIES, Strategy, make_strategy
 from tvnsearch.status import FINAL
 
@@ -122,9 +122,9 @@ def profiled_devices(config: RunConfig, strategy: Strategy) -> list[str]:
     return devices
 
 
-def tally_of(frame: pd.DataFrame, budget: int) -> Tally:
+def tally_of(frame: pd.DataFrame, search: SearchSection) -> Tally:
     counts = Counter({str(k): int(v) for k, v in frame["status"].value_counts().items()})
-    tally = Tally(budget, counts)
+    tally = Tally(search.budget, counts, num_trained=search.num_trained)
     top = best(frame, 1)
     if len(top):
         tally.best_fitness = float(top.at[0, "fitness"])
@@ -136,13 +136,15 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     """Where a run stands: counts by status, the best so far, its pace."""
     config = load_run(run_dir)
     frame = read_lineage(run_dir)
-    tally = tally_of(frame, config.search.budget)
+    tally = tally_of(frame, config.search)
     status: dict[str, Any] = {
         "run": str(run_dir),
         "strategy": config.search.strategy,
         "budget": tally.budget,
         "done": tally.done,
-        "complete": tally.done >= tally.budget,
+        "num_trained": tally.num_trained,
+        "evolved": int(frame["parent_id"].notna().sum()),
+        "complete": tally.finished,
         **{str(s): tally.counts[s] for s in FINAL},
         "best": None,
         "candidates_per_hour": None,
@@ -164,10 +166,12 @@ def describe_status(status: dict[str, Any]) -> str:
     best_ = status["best"]
     rate = status["candidates_per_hour"]
     state = "complete" if status["complete"] else "unfinished (resume it to go on)"
+    wanted = status["num_trained"]
+    goal = "" if wanted is None else f" ({status['trained']} of {wanted} trained wanted)"
     lines = [
         f"{status['run']}: {status['strategy']}, {status['done']} of {status['budget']} "
-        f"candidates, {state}",
-        f"  {counts_line(status)}",
+        f"candidates{goal}, {state}",
+        f"  {counts_line(status)}; {status['evolved']} evolved from a parent",
         "  best     -"
         if best_ is None
         else f"  best     {best_['fitness']:.4f}: candidate {best_['candidate_id']} "

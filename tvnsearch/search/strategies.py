@@ -32,13 +32,15 @@ import math
 import random
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from tvnsearch.genome.genes import Genome, genome_from_dict
 from tvnsearch.genome.space import SearchSpace
 from tvnsearch.status import Status
+
+MAX_DRAWS = 1000  # random genomes or mutations drawn for one that passes ``feasible``
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,11 @@ class Strategy(ABC):
         self._in_flight: dict[int, Candidate] = {}
         self._again: deque[Candidate] = deque()  # in flight at a crash: to be asked again
         self._results: dict[str, Result] = {}  # by genome id, the first told
+        # The search's checks that need no measurement (``Gate.passes_bounds``): random and
+        # mutated genomes are drawn from those that pass, so that rejections do not eat the
+        # random phase. It must answer the same every time (replay asks again), and be set
+        # before ``replay``.
+        self.feasible: Callable[[Genome], bool] | None = None
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -194,6 +201,19 @@ class Strategy(ABC):
         metrics = {n: v for n in self.metric_names if (v := result.metrics.get(n)) is not None}
         return Result(result.status, result.fitness, metrics)
 
+    def _sample(self, rng: random.Random) -> Genome:
+        """A random genome that passes ``feasible``, if one does within ``MAX_DRAWS`` draws
+        (else the last drawn: the gate rejects it, naming why)."""
+        return self._first_feasible(lambda: self.space.sample(rng))
+
+    def _first_feasible(self, draw: Callable[[], Genome]) -> Genome:
+        genome = draw()
+        for _ in range(MAX_DRAWS - 1):
+            if self.feasible is None or self.feasible(genome):
+                break
+            genome = draw()
+        return genome
+
     def _rng(self, candidate_id: int) -> random.Random:
         # Seeding with a string hashes it (SHA-512): the same stream on every host and Python run.
         return random.Random(f"{self.seed}:{candidate_id}")
@@ -212,7 +232,7 @@ class RandomSearch(Strategy):
     name = "random"
 
     def _new(self, candidate_id: int) -> Candidate:
-        genome = self.space.sample(self._rng(candidate_id))
+        genome = self._sample(self._rng(candidate_id))
         return Candidate(candidate_id, genome, None, "random", self.name)
 
     def _learn(self, candidate: Candidate, result: Result) -> None:
