@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 import ray
 from genomes import small_genome
 
+from tvnsearch.errors import SearchStopped
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.affinity import pin_process, split_cores, usable_cores
 from tvnsearch.measure.constraints import Constraints
@@ -71,11 +73,47 @@ def test_a_gate_on_the_remote_profiler_rejects_and_records_errors(profiler) -> N
 
 
 @needs_two_cores
-def test_a_dead_profiler_gives_a_failed_record_not_a_crash(local_ray) -> None:
-    remote = start_profiler(FAST)
-    remote.close()
-    profile = remote.measure(small_genome(), 10)
-    assert profile.status == Status.FAILED and "profiler process died" in profile.reason
+def test_a_dead_profiler_is_replaced_then_stops_the_search_if_it_keeps_dying(local_ray) -> None:
+    remote = RemoteProfiler(FAST, split_cores(1)[0], max_deaths=2)
+    try:
+        first_pid = remote.stats()["pid"]
+        os.kill(first_pid, signal.SIGKILL)  # the out-of-memory killer, say
+        died = remote.measure(small_genome(), 10)
+        assert died.status == Status.FAILED and "profiler process died" in died.reason
+        assert "profiler process died" in died.log
+        assert remote.measure(small_genome(), 10).status == Status.ADMITTED  # replaced
+        assert remote.stats()["pid"] != first_pid and remote.num_deaths == 0
+        os.kill(remote.stats()["pid"], signal.SIGKILL)
+        remote.measure(small_genome(num_filters=12), 10)
+        os.kill(remote.stats()["pid"], signal.SIGKILL)
+        with pytest.raises(SearchStopped, match="cpu profiler died 2 times in a row"):
+            remote.measure(small_genome(num_filters=16), 10)
+    finally:
+        remote.close()
+
+
+@needs_two_cores
+def test_a_measurement_past_its_timeout_fails_and_the_profiler_is_replaced(local_ray) -> None:
+    slow = dataclasses.replace(FAST, min_seconds=5.0)
+    remote = RemoteProfiler(slow, split_cores(1)[0], timeout_seconds=0.5)
+    try:
+        pid = remote.stats()["pid"]
+        profile = remote.measure(small_genome(), 10)
+        assert profile.status == Status.FAILED and "no answer within 0.5 s" in profile.reason
+        assert remote.stats()["pid"] != pid
+    finally:
+        remote.close()
+
+
+@needs_two_cores
+def test_a_new_profiler_starts_with_what_was_measured(local_ray, profiler) -> None:
+    measured = profiler.measure(small_genome(num_filters=20), 10)
+    remote = RemoteProfiler(FAST, split_cores(1)[0], known=lambda: [measured])
+    try:
+        assert remote.measure(small_genome(num_filters=20), 10) == measured
+        assert remote.stats()["num_measurements"] == 0
+    finally:
+        remote.close()
 
 
 def test_reserving_every_core_is_refused() -> None:

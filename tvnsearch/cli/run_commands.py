@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tvnsearch.search.progress import Tally
+from tvnsearch.errors import SearchStopped
+from tvnsearch.search.progress import Tally, counts_line
+from tvnsearch.search.runs import run_status
 
 
 def add_run_parsers(sub: argparse._SubParsersAction) -> None:
@@ -63,13 +66,28 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _finish(run_dir: Path, search: Callable[[], Tally]) -> int:
+    """Run ``search``, ending in one line, never a traceback: done, interrupted (Ctrl-C or
+    SIGTERM: the lineage is flushed and what was in flight runs again on resume) or stopped by
+    a failure that every later candidate would meet."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         tally = search()
-    except KeyboardInterrupt:  # the lineage is flushed; what was in flight runs again on resume
-        print(f"\ninterrupted; go on with: tvnsearch resume {run_dir}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: tvnsearch resume {run_dir}", file=sys.stderr)
         return 130
+    except SearchStopped as exc:
+        print(f"\nsearch stopped: {exc}; resume with: tvnsearch resume {run_dir}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    status = run_status(run_dir)
+    print(f"{counts_line(status)}; {status['evolved']} evolved from a tournament's winner")
     if tally.best_id is not None:
         print(f"best: candidate {tally.best_id}, fitness {tally.best_fitness:.4f}")
     print(f"results: {run_dir}/lineage (Parquet, one row per candidate)")
     print(f"summary: tvnsearch status {run_dir}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a batch system, ``kill``) ends a search as Ctrl-C does

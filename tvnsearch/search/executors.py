@@ -13,6 +13,7 @@ embedded local Ray or a cluster; ``RayExecutor`` hands results back in the order
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -184,10 +185,15 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> boo
     if ray.is_initialized():
         return False
     quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, **quiet)
     else:
         ray.init(num_cpus=num_cpus or len(usable_cores()), **quiet)
+    # Ray's core installs a SIGTERM handler that logs a stack and exits: keep the driver's own,
+    # which ends a search as Ctrl-C does (the lineage flushed, one line said).
+    if on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
     return True
 
 

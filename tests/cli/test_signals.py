@@ -1,0 +1,59 @@
+"""A search ended by a signal or a failure that would repeat: one line, a resumable run folder."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import SPACES_DIR
+
+from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.search.lineage import read_lineage
+
+RECIPE = """
+[search]
+name = "signal"
+space = "{space}"
+budget = 400
+seed = 0
+[data]
+path = "{data}"
+cache_dir = "{cache}"
+cache_size = 64
+[train]
+iterations = 30
+batch_size = 4
+[constraints]
+max_flops = 20_000_000
+[resources]
+num_workers = 1
+"""
+
+
+def test_sigterm_ends_a_search_with_one_line_and_a_resumable_run(tmp_path: Path) -> None:
+    write_synth(tmp_path / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
+    recipe = tmp_path / "recipe.toml"
+    space, data, cache = SPACES_DIR / "tiny.toml", tmp_path / "synth", tmp_path / "frames"
+    recipe.write_text(RECIPE.format(space=space, data=data, cache=cache))
+    command = [sys.executable, "-m", "tvnsearch", "search", str(recipe)]
+    search = subprocess.Popen(
+        [*command, "--results", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "r").glob("*/lineage/part-*.parquet")):
+        assert search.poll() is None and time.monotonic() < deadline, search.stderr.read()
+        time.sleep(0.5)
+    search.send_signal(signal.SIGTERM)
+    out, err = search.communicate(timeout=120)
+    (run_dir,) = (tmp_path / "r").iterdir()
+    assert search.returncode == 130, err
+    assert f"interrupted; resume with: tvnsearch resume {run_dir}" in err
+    assert "Traceback" not in err
+    told = read_lineage(run_dir)
+    assert 0 < len(told) < 400 and sorted(told["candidate_id"]) == list(range(len(told)))
