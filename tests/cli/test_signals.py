@@ -50,7 +50,7 @@ def test_sigterm_ends_a_search_with_one_line_and_a_resumable_run(tmp_path: Path)
         assert search.poll() is None and time.monotonic() < deadline, search.stderr.read()
         time.sleep(0.5)
     search.send_signal(signal.SIGTERM)
-    out, err = search.communicate(timeout=120)
+    _, err = search.communicate(timeout=120)
     (run_dir,) = (tmp_path / "r").iterdir()
     assert search.returncode == 130, err
     assert f"interrupted; resume with: tvnsearch resume {run_dir}" in err
