@@ -21,6 +21,7 @@ from tvnsearch.measure.constraints import Constraints
 from tvnsearch.measure.device import device_signature
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import Profile
+from tvnsearch.measure.profiler import ProfilerPool
 from tvnsearch.search.engine import Engine, gate_measurements, known_of
 from tvnsearch.search.evolution import Evolution
 from tvnsearch.search.inline import InlineExecutor
@@ -51,6 +52,7 @@ def run(
     evaluator: Callable = score,
     *,
     num_workers: int = 2,
+    num_measurers: int = 0,
     stream: io.StringIO | None = None,
     executor: InlineExecutor | None = None,
     gate: Gate | None = None,
@@ -73,6 +75,7 @@ def run(
             run_id=run_dir.name,
             tally=tally,
             num_workers=num_workers,
+            num_measurers=num_measurers,
             known=known_of(records),
             progress=Progress(tally, stream=stream or io.StringIO()),
             save_log=partial(save_run_log, run_dir),
@@ -352,3 +355,37 @@ def test_a_failed_candidate_keeps_its_traceback_in_a_log_the_row_points_at(tmp_p
         story = (tmp_path / row["log"]).read_text()
         assert story.startswith("Traceback") and "in broken" in story and "second line" in story
     assert frame[frame["status"] != "failed"]["log"].isna().all()
+
+
+class Sleepy(Stream):
+    """A profiler that takes 50 ms a measurement, as a remote one takes its time."""
+
+    in_flight = 0  # measurements under way, over every instance
+
+    def measure(self, genome: Genome, num_classes: int, **options) -> Profile:
+        Sleepy.in_flight += 1
+        time.sleep(0.05)
+        Sleepy.in_flight -= 1
+        return super().measure(genome, num_classes)
+
+
+def test_measurements_run_off_the_driver_s_thread_two_at_once(tmp_path, tiny_space) -> None:
+    pool = ProfilerPool([Sleepy(), Sleepy()])
+    constraints = Constraints(max_params=MAX_PARAMS, max_cpu_ms=1e6)
+    gate = Gate(constraints, num_classes=9, profilers={"cpu": pool})
+    trained_while_measuring = []
+
+    def training(genome: Genome, task: object) -> Evaluation:
+        trained_while_measuring.append(
+            any(t.name.startswith("gate") for t in threading.enumerate())
+        )
+        return score(genome)
+
+    start = time.perf_counter()
+    run(tmp_path, evolution(tiny_space), 24, training, gate=gate, num_measurers=2)
+    elapsed = time.perf_counter() - start
+    frame = read_lineage(tmp_path)
+    assert sorted(frame["candidate_id"]) == list(range(24))
+    measured = frame["cpu_ms"].notna().sum()
+    assert measured >= 12 and measured * 0.05 / elapsed > 1.5  # two measurements at a time
+    assert any(trained_while_measuring)  # the driver fed its workers meanwhile

@@ -19,6 +19,7 @@ A candidate that fails or runs out of memory while being measured gives a verdic
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -96,6 +97,7 @@ class Gate:
         }
         self.predictors.update(predictors or {})
         self.rooflines = dict(rooflines or {})
+        self._lock = threading.Lock()  # checks may run on several threads; predictors learn
 
     def check(self, genome: Genome) -> Verdict:
         start = time.perf_counter()
@@ -171,10 +173,13 @@ class Gate:
         name = TIME_LIMITS[kind]
         budget = getattr(self.constraints, name)
         predictor = self.predictors[kind]
-        predicted = predictor.predict(genome, self.num_classes)
-        margin = (
-            None if self.predictor_margin is None else predictor.skip_margin(self.predictor_margin)
-        )
+        with self._lock:
+            predicted = predictor.predict(genome, self.num_classes)
+            margin = (
+                None
+                if self.predictor_margin is None
+                else predictor.skip_margin(self.predictor_margin)
+            )
         if None not in (budget, predicted, margin) and predicted > margin * budget:
             return _rejected(genome, cost, "predictor", name, predicted, budget), None
         stop = None if budget is None else self.early_exit_factor * budget
@@ -183,7 +188,8 @@ class Gate:
         if near:  # a second measurement, pooled with the first, decides
             profile = profiler.measure(genome, self.num_classes, stop_above_ms=stop, again=True)
         if profile.status == Status.ADMITTED:
-            predictor.learn(genome, self.num_classes, profile.runtime_ms, predicted)
+            with self._lock:
+                predictor.learn(genome, self.num_classes, profile.runtime_ms, predicted)
         verdict = self._judge(genome, cost, profile, name, budget)
         if near and verdict is not None and verdict.stage == "measurement":
             verdict = _rejected(genome, cost, "remeasurement", name, profile.runtime_ms, budget)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import Genome
@@ -22,6 +24,9 @@ from tvnsearch.measure.measurement import measure
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings, profile_from_dict
 from tvnsearch.measure.roofline import Roofline, device_roofline
 from tvnsearch.status import Status
+
+if TYPE_CHECKING:
+    from tvnsearch.measure.gate import Measurer
 
 CacheKey = tuple[str, int, str]
 
@@ -121,6 +126,33 @@ class Profiler:
                 profile = pooled(cached, profile)
             self.cache.put(profile)
             return profile
+
+
+class ProfilerPool:
+    """Several profilers of one device kind (on cores or nodes of their own) as one: each
+    measurement takes whichever is free, so that as many run at once as there are profilers."""
+
+    def __init__(self, profilers: Sequence[Measurer]) -> None:
+        if not profilers:
+            raise ValueError("a profiler pool needs at least one profiler")
+        self.profilers = tuple(profilers)
+        self._free: queue.SimpleQueue[Measurer] = queue.SimpleQueue()
+        for profiler in self.profilers:
+            self._free.put(profiler)
+
+    def measure(
+        self,
+        genome: Genome,
+        num_classes: int,
+        *,
+        stop_above_ms: float | None = None,
+        again: bool = False,
+    ) -> Profile:
+        profiler = self._free.get()
+        try:
+            return profiler.measure(genome, num_classes, stop_above_ms=stop_above_ms, again=again)
+        finally:
+            self._free.put(profiler)
 
 
 def pooled(first: Profile, second: Profile) -> Profile:

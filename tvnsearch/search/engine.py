@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,6 +38,8 @@ from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.strategies import Candidate, Result, Strategy
 from tvnsearch.search.worker import Evaluation
 from tvnsearch.status import Status
+
+VERDICT_POLL_SECONDS = 0.02  # while measurements run: how soon a verdict is acted on
 
 
 class Executor(Protocol):
@@ -75,6 +78,9 @@ class Engine:
     run_id: str
     tally: Tally  # counts so far (a resumed run starts from the lineage's)
     num_workers: int = 1
+    # Gate checks that may run at once on threads of their own (one per profiler): the driver
+    # then never waits on a measurement. 0: each check runs in the driver's loop.
+    num_measurers: int = 0
     known: dict[str, Known] = field(default_factory=dict)  # by genome id
     progress: Progress | None = None
     flush_seconds: float = 5.0
@@ -91,18 +97,23 @@ class Engine:
     _running: dict[int, Pending] = field(default_factory=dict, init=False)
     _admitted: dict[str, int] = field(default_factory=dict, init=False)  # genome id: candidate
     _waiting: dict[str, list[tuple[Candidate, datetime]]] = field(default_factory=dict, init=False)
+    _measuring: dict[Future, tuple[Candidate, datetime]] = field(default_factory=dict, init=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False)
 
     def run(self) -> Tally:
-        """Go on until the budget is told; the lineage is flushed however this ends."""
+        """Go on until the search is finished; the lineage is flushed however this ends."""
         flushed_at = self.clock()
+        if self.num_measurers and self.gate.profilers:
+            self._pool = ThreadPoolExecutor(self.num_measurers, thread_name_prefix="gate")
         try:
             while not self.tally.finished:
+                self._collect_verdicts()
                 self._submit_ready()
-                screening = self._may_ask() and len(self._ready) < self.num_workers
+                screening = self._may_ask() and self._screens_more()
                 if screening:
                     self._screen(self.strategy.ask())
-                timeout = 0.0 if screening else self.poll_seconds
-                for key, evaluation in self.executor.wait(timeout):
+                timeout = self.poll_seconds if not self._measuring else VERDICT_POLL_SECONDS
+                for key, evaluation in self.executor.wait(0.0 if screening else timeout):
                     self._finish(self._running.pop(key), evaluation)
                 if self.clock() - flushed_at >= self.flush_seconds:
                     self.writer.flush()
@@ -110,14 +121,25 @@ class Engine:
                 if self.progress:
                     self.progress.update()
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             self.writer.flush()
             if self.progress:
                 self.progress.close()
         return self.tally
 
+    def _screens_more(self) -> bool:
+        """Keep every worker and every measurer busy: a few admitted candidates wait ready."""
+        return len(self._ready) + len(self._measuring) < self.num_workers + self.num_measurers
+
+    def _collect_verdicts(self) -> None:
+        for future in [f for f in self._measuring if f.done()]:
+            candidate, asked_at = self._measuring.pop(future)
+            self._judged(candidate, asked_at, future.result())  # a SearchStopped ends the run
+
     def _may_ask(self) -> bool:
         waiting = sum(map(len, self._waiting.values()))
-        outstanding = len(self._ready) + len(self._running) + waiting
+        outstanding = len(self._ready) + len(self._running) + len(self._measuring) + waiting
         if self.tally.done + outstanding >= self.tally.budget:
             return False
         # Enough are trained or training for what the search wants: wait for them.
@@ -133,7 +155,7 @@ class Engine:
     def _screen(self, candidate: Candidate, asked_at: datetime | None = None) -> None:
         asked_at = asked_at or datetime.now(UTC)
         genome_id = candidate.genome.id
-        if genome_id in self._admitted:  # the same genome is training: wait for its result
+        if genome_id in self._admitted:  # the same genome is measured or trained: wait for it
             self._waiting.setdefault(genome_id, []).append((candidate, asked_at))
             return
         found = self.strategy.lookup(candidate.genome.id)
@@ -146,19 +168,26 @@ class Engine:
                 measurements["reason"] = f"{same}: {why}" if why else same
             self._tell(candidate, found.reused(), asked_at, measurements)
             return
-        verdict = self.gate.check(candidate.genome)
+        self._admitted[genome_id] = candidate.candidate_id
+        if self._pool is None:
+            self._judged(candidate, asked_at, self.gate.check(candidate.genome))
+        else:
+            future = self._pool.submit(self.gate.check, candidate.genome)
+            self._measuring[future] = (candidate, asked_at)
+
+    def _judged(self, candidate: Candidate, asked_at: datetime, verdict: Verdict) -> None:
         if self.save_profiles is not None and verdict.profiles:
             self.save_profiles(verdict.profiles)
         measurements = gate_measurements(verdict)
         if verdict.status == Status.ADMITTED:
             self._ready.append(Pending(candidate, asked_at, measurements))
-            self._admitted[genome_id] = candidate.candidate_id
             return
         measurements["reason"] = verdict.reason
         story = next((p.log for p in verdict.profiles if p.log), None)
         self._keep_log(candidate.candidate_id, story, measurements)
         result = self._result(verdict.status, None, measurements)
         self._tell(candidate, result, asked_at, measurements)
+        self._release(candidate.genome.id)
 
     def _finish(self, pending: Pending, evaluation: Evaluation) -> None:
         measurements = {**pending.measurements, **evaluation.measurements()}
@@ -173,10 +202,13 @@ class Engine:
             # Before the row: a lineage row of a trained candidate never lacks its weights.
             self.save_weights(pending.candidate.candidate_id, evaluation.weights)
         self._tell(pending.candidate, result, pending.asked_at, measurements)
-        genome_id = pending.candidate.genome.id
+        self._release(pending.candidate.genome.id)
+
+    def _release(self, genome_id: str) -> None:
+        """The genome's first candidate is told: its twins that waited are screened now."""
         del self._admitted[genome_id]
         for candidate, asked_at in self._waiting.pop(genome_id, []):
-            self._screen(candidate, asked_at)  # a duplicate now; trained itself if that failed
+            self._screen(candidate, asked_at)  # a duplicate now; run itself if that failed
 
     def _keep_log(self, candidate_id: int, story: str | None, measurements: dict) -> None:
         if story and self.save_log is not None:

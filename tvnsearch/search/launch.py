@@ -17,10 +17,10 @@ from typing import TextIO
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.files import atomic_write_text, read_json
 from tvnsearch.genome.space import load_space
-from tvnsearch.measure.affinity import usable_cores
+from tvnsearch.measure.affinity import split_cores, usable_cores
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import Settings
-from tvnsearch.measure.profiler import ProfileLog
+from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.measure.roofline import Roofline, roofline_from_dict
 from tvnsearch.search.engine import Engine, known_of
 from tvnsearch.search.executors import (
@@ -53,26 +53,37 @@ def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
     """Refuse, naming the field, workers and a profiler that do not fit this machine's cores."""
     r = config.resources
     cores = r.num_cpus or len(usable_cores())
-    profiler = r.profiler_threads if "cpu" in devices else 0
+    profiler = r.num_profilers * r.profiler_threads if "cpu" in devices else 0
     need = r.num_workers * r.cpus_per_worker + profiler
     if need > cores:
         why = (
             f"{r.num_workers} worker(s) of {r.cpus_per_worker:g} CPU(s)"
-            + (f" beside a profiler of {profiler}" if profiler else "")
+            + (f" beside profilers of {profiler} core(s)" if profiler else "")
             + f" need {need:g} cores, but embedded Ray has {cores}"
         )
         raise InputError(source, [Problem("resources.num_workers", why)])
 
 
-def _placement(config: RunConfig, profilers: dict[str, RemoteProfiler]) -> Placement:
+def _placement(config: RunConfig, cpu: list[RemoteProfiler]) -> Placement:
     r = config.resources
-    cpu = profilers.get("cpu")
     return Placement(
         cpus_per_worker=r.cpus_per_worker,
         gpus_per_worker=r.gpus_per_worker,
-        profiler_node=node_of(cpu) if cpu else None,
-        profiler_cores=cpu.cores if cpu else (),
+        profiler_node=node_of(cpu[0]) if cpu else None,
+        profiler_cores=tuple(core for profiler in cpu for core in profiler.cores),
     )
+
+
+def start_profilers(config: RunConfig, kind: str, log: ProfileLog) -> list[RemoteProfiler]:
+    """``resources.num_profilers`` profilers of ``kind``, each pinned to cores of its own."""
+    r = config.resources
+    settings = Settings(device=kind, threads=r.profiler_threads)
+    if kind != "cpu":
+        return [start_profiler(settings, known=log.read) for _ in range(r.num_profilers)]
+    reserved, _ = split_cores(r.num_profilers * r.profiler_threads)
+    t = r.profiler_threads
+    chunks = [reserved[i * t : (i + 1) * t] for i in range(r.num_profilers)]
+    return [start_profiler(settings, cores=cores, known=log.read) for cores in chunks]
 
 
 def run_search(
@@ -114,19 +125,22 @@ def _search(
         check_cores(config, devices, source=str(run_dir / RECIPE_FILE))
     started = start_ray(r.address, num_cpus=r.num_cpus)
     logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
-    profilers: dict[str, RemoteProfiler] = {}
+    profilers: dict[str, list[RemoteProfiler]] = {}
     try:
         for kind in devices:
-            settings = Settings(device=kind, threads=r.profiler_threads)
-            profilers[kind] = start_profiler(settings, known=logs[kind].read)
-        rooflines = {kind: run_roofline(run_dir, p) for kind, p in profilers.items()}
+            profilers[kind] = start_profilers(config, kind, logs[kind])
+        rooflines = {kind: run_roofline(run_dir, p[0]) for kind, p in profilers.items()}
+        pools = {kind: ProfilerPool(p) for kind, p in profilers.items()}
         gate = Gate(
-            config.constraints, num_classes=num_classes, profilers=profilers, rooflines=rooflines
+            config.constraints, num_classes=num_classes, profilers=pools, rooflines=rooflines
         )
         strategy.feasible = gate.passes_bounds  # before replay: it asks what the run asked
         _replay(strategy, records, source=str(run_dir / "lineage"))
         executor = RayExecutor(
-            evaluator, task_of(config), _placement(config, profilers), max_retries=r.max_retries
+            evaluator,
+            task_of(config),
+            _placement(config, profilers.get("cpu", [])),
+            max_retries=r.max_retries,
         )
         with LineageWriter(run_dir, flush_seconds=FLUSH_SECONDS) as writer:
             engine = Engine(
@@ -137,6 +151,7 @@ def _search(
                 run_id=run_dir.name,
                 tally=tally,
                 num_workers=r.num_workers,
+                num_measurers=sum(map(len, profilers.values())),
                 known=known_of(records),
                 progress=Progress(tally, stream=stream),
                 flush_seconds=FLUSH_SECONDS,
@@ -146,7 +161,7 @@ def _search(
             )
             return engine.run()
     finally:
-        for profiler in profilers.values():
+        for profiler in (p for kind in profilers.values() for p in kind):
             profiler.close()
         if started:
             stop_ray()

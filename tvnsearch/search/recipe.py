@@ -55,7 +55,8 @@ class ResourcesSection:
     num_workers: int = 1  # training tasks in flight
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    profiler_threads: int = 1  # CPU cores the profiler reserves (and pins itself to)
+    profiler_threads: int = 1  # CPU cores a profiler reserves (and pins itself to)
+    num_profilers: int = 1  # per device kind: measurements that run at once, each on its cores
     max_retries: int = 1  # attempts again after a worker process dies, then recorded failed
     address: str | None = None  # a Ray cluster ("auto", "host:6379"); none: embedded local Ray
     num_cpus: int | None = None  # embedded Ray's CPUs; default: every usable core
@@ -77,7 +78,7 @@ class RunConfig:
             problems.append(Problem("search.num_trained", why))
         problems += [
             Problem(f"resources.{n}", "must be >= 1")
-            for n in ("num_workers", "profiler_threads")
+            for n in ("num_workers", "profiler_threads", "num_profilers")
             if getattr(self.resources, n) < 1
         ]
         if self.resources.max_retries < 0:
