@@ -6,7 +6,7 @@ from genomes import small_genome
 from tvnsearch.errors import InputError
 from tvnsearch.measure import timing
 from tvnsearch.measure.profile import PROBE_RUNS, Settings
-from tvnsearch.measure.profiler import ProfileCache, Profiler
+from tvnsearch.measure.profiler import ProfileCache, ProfileLog, Profiler
 from tvnsearch.status import Status
 
 FAST = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0)
@@ -43,13 +43,31 @@ def test_failures_are_not_kept(monkeypatch) -> None:
     assert profiler.num_measurements == 2 and len(profiler.cache) == 0
 
 
-def test_the_cache_is_kept_in_a_json_file(tmp_path) -> None:
-    path = tmp_path / "profiles.json"
-    profiler = Profiler(FAST, cache=ProfileCache(path))
-    measured = profiler.measure(small_genome(), 10)
-    profiler.cache.save()
-    later = Profiler(FAST, cache=ProfileCache(path))
+def test_a_profile_log_seeds_a_later_profiler(tmp_path) -> None:
+    log = ProfileLog(tmp_path / "profiles-cpu.jsonl")
+    measured = Profiler(FAST).measure(small_genome(), 10)
+    log.append([measured])
+    later = Profiler(FAST, cache=ProfileCache(log.read()))
     assert later.measure(small_genome(), 10) == measured and later.num_measurements == 0
+
+
+def test_a_log_cut_short_by_a_crash_keeps_every_whole_line(tmp_path) -> None:
+    log = ProfileLog(tmp_path / "profiles-cpu.jsonl")
+    measured = Profiler(FAST).measure(small_genome(), 10)
+    log.append([measured])
+    with log.path.open("a") as f:
+        f.write('{"genome_id": "abc", "num_cl')  # kill -9 while writing
+    assert log.read() == [measured]
+
+
+def test_moment_dependent_verdicts_are_neither_cached_nor_logged(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(timing, "available_bytes", lambda device: 1000)
+    profiler = Profiler(FAST)
+    oom = profiler.measure(small_genome(), 10)
+    assert oom.out_of_memory and len(profiler.cache) == 0
+    log = ProfileLog(tmp_path / "profiles-cpu.jsonl")
+    log.append([oom])
+    assert log.read() == [] and not log.path.exists()
 
 
 def test_a_profile_from_another_device_is_not_reused() -> None:
@@ -62,11 +80,8 @@ def test_a_profile_from_another_device_is_not_reused() -> None:
     assert two_threads.num_measurements == 1 and len(one_thread.cache) == 2
 
 
-def test_a_corrupt_cache_file_names_the_file(tmp_path) -> None:
-    path = tmp_path / "profiles.json"
-    path.write_text("[{oops")
-    with pytest.raises(InputError, match=r"profiles\.json: not valid JSON"):
-        ProfileCache(path)
-    path.write_text('[{"genome_id": "abc"}]')
-    with pytest.raises(InputError, match=r"profiles\.json: \[0\]: not a profile record"):
-        ProfileCache(path)
+def test_a_corrupt_log_line_names_the_file_and_line(tmp_path) -> None:
+    path = tmp_path / "profiles-cpu.jsonl"
+    path.write_text('{"genome_id": "abc"}\n{"oops"}\n')
+    with pytest.raises(InputError, match=r"profiles-cpu\.jsonl: line 1: not a profile record"):
+        ProfileLog(path).read()

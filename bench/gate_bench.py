@@ -1,0 +1,492 @@
+"""Gate benchmark: repeatable verdicts, cheap rejections at paper scale, budgets, a driver that
+keeps up with a large cluster.
+
+(repeat)  Genomes of the tiny space, each measured by the gate in two separate processes pinned
+          to the profiler's core: one on an idle machine, one while a training loop runs on the
+          other core. The share of runtimes within +-5 % of each other (goal >= 95 %) and of
+          identical gate decisions at a budget near their median (goal >= 98 %); beside them the
+          same figures for the median of the same runs, the statistic the gate judged before.
+(cost)    ``tvn.toml`` genomes against ``paper.toml``'s budget (100 ms per clip, one thread): the
+          gate's checks in order (counts, the roofline bound, the bounded probe, a measurement),
+          timed: candidates screened per hour, the slowest rejection, rejections by stage. False
+          rejections of the bound: every bound-rejected genome whose bound is within 3x of the
+          budget is measured in full (a bound above 3x is above the budget at the device's raw
+          peak, which the bound divides by 3); on tiny genomes, measured / raw-peak bound >= 1.
+(paper)   The paper's evolution (200 random, tournaments of 50) on ``tvn.toml`` with the real gate
+          on this machine: the candidate at which the first tournament child is told, as a share
+          of the recipe's cap on all candidates. Training is replaced by an instant stand-in
+          fitness: this section measures sampling and gating, not training.
+(cluster) A simulated cluster of 1,000 workers whose candidates train for seconds to hours
+          (log-normal): the real engine, strategy and lineage writer on a virtual clock that also
+          counts the driver's own time. The share of worker time idle, and the driver's memory.
+
+    .venv/bin/python bench/gate_bench.py [--sections repeat cost paper cluster] [--quick]
+        [--device cpu|cuda] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import io
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tvnsearch.genome.cost import count_cost
+from tvnsearch.genome.genes import Genome, genome_from_dict
+from tvnsearch.genome.space import load_space
+from tvnsearch.measure.affinity import pin_process, usable_cores
+from tvnsearch.measure.constraints import Constraints
+from tvnsearch.measure.device import device_signature
+from tvnsearch.measure.gate import Gate
+from tvnsearch.measure.profile import Settings
+from tvnsearch.measure.profiler import Profiler
+from tvnsearch.measure.roofline import SAFETY, device_roofline
+from tvnsearch.models.builder import build_model
+from tvnsearch.search.engine import Engine
+from tvnsearch.search.evolution import Evolution
+from tvnsearch.search.lineage import LineageWriter, read_lineage
+from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.worker import Evaluation
+
+ROOT = Path(__file__).parents[1]
+SPACES = ROOT / "search_spaces"
+RESULTS = Path(__file__).parent / "results"
+NUM_CLASSES = 400  # Kinetics-400's head: what the paper's budget was judged with
+PAPER_BUDGET_MS = 100.0  # runners/paper.toml
+
+
+def tiny_genomes(n: int, seed: int = 0) -> list[Genome]:
+    space, rng = load_space(SPACES / "tiny.toml"), random.Random(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+# (repeat) -----------------------------------------------------------------------------------
+
+
+def repeat(args: argparse.Namespace) -> dict[str, Any]:
+    genomes = tiny_genomes(20 if args.quick else 40)
+    budget = _median_runtime(genomes, args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = Path(tmp) / "genomes.json"
+        listing.write_text(json.dumps([g.to_dict() for g in genomes]))
+        idle = _measure_in_process(listing, budget, args.device, Path(tmp) / "idle.json")
+        neighbour = _training_neighbour()
+        try:
+            loaded = _measure_in_process(listing, budget, args.device, Path(tmp) / "loaded.json")
+        finally:
+            neighbour.kill()
+    return _agreement(idle, loaded, budget) | {"device": args.device, "genomes": len(genomes)}
+
+
+def _median_runtime(genomes: list[Genome], device: str) -> float:
+    """A budget near the genomes' median runtime, from a quick pass in this process."""
+    profiler = Profiler(Settings(device=device, runs=5, min_seconds=0.1))
+    return statistics.median(profiler.measure(g, 10).runtime_ms for g in genomes)
+
+
+def _measure_in_process(listing: Path, budget: float, device: str, out: Path) -> list[dict]:
+    command = [sys.executable, __file__, "_measure", str(listing), str(budget), device, str(out)]
+    subprocess.run(command, check=True)
+    return json.loads(out.read_text())
+
+
+def _measure_child(listing: str, budget: str, device: str, out: str) -> None:
+    """In a fresh process on the profiler's core (the last one), as the profiler actor runs."""
+    pin_process({usable_cores()[-1]})
+    constraints = Constraints(**{"max_cpu_ms" if device == "cpu" else "max_gpu_ms": float(budget)})
+    profiler = Profiler(Settings(device=device))
+    gate = Gate(constraints, num_classes=10, profilers={device: profiler}, predictor_margin=None)
+    rows = []
+    for data in json.loads(Path(listing).read_text()):
+        verdict = gate.check(genome_from_dict(data))
+        profile = verdict.profiles[-1]
+        rows.append(
+            {
+                "admitted": verdict.admitted,
+                "runtime_ms": profile.runtime_ms,
+                "median_ms": profile.median_ms,
+                "runs": profile.runs,
+            }
+        )
+    Path(out).write_text(json.dumps(rows))
+
+
+def _training_neighbour() -> subprocess.Popen:
+    neighbour = subprocess.Popen([sys.executable, __file__, "_train"])
+    time.sleep(3.0)  # its model built and its loop warm
+    return neighbour
+
+
+def _train_child() -> None:
+    """A real training loop (a tiny-space network on random clips) on every core but the
+    profiler's, until killed."""
+    pin_process(set(usable_cores()[:-1]) or set(usable_cores()))
+    torch.set_num_threads(max(1, len(usable_cores()) - 1))
+    genome = tiny_genomes(1, seed=7)[0]
+    model = build_model(genome, 10)
+    optimizer = torch.optim.AdamW(model.parameters())
+    clips = torch.randn(8, 3, genome.num_frames, genome.resolution, genome.resolution)
+    labels = torch.randint(0, 10, (8,))
+    while True:
+        loss = torch.nn.functional.cross_entropy(model(clips), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def _agreement(idle: list[dict], loaded: list[dict], budget: float) -> dict[str, Any]:
+    def within(key: str) -> float:
+        pairs = [(a[key], b[key]) for a, b in zip(idle, loaded, strict=True) if a[key] and b[key]]
+        return sum(abs(b / a - 1) <= 0.05 for a, b in pairs) / len(pairs)
+
+    def same(decide) -> float:
+        return sum(decide(a) == decide(b) for a, b in zip(idle, loaded, strict=True)) / len(idle)
+
+    return {
+        "budget_ms": budget,
+        "within_5pct": within("runtime_ms"),
+        "same_decisions": same(lambda r: r["admitted"]),
+        "median_within_5pct": within("median_ms"),
+        "median_same_decisions": same(lambda r: (r["median_ms"] or math.inf) <= budget),
+        "remeasured": sum(r["runs"] > min(x["runs"] for x in idle) for r in idle + loaded),
+        "idle": idle,
+        "loaded": loaded,
+    }
+
+
+# (cost) --------------------------------------------------------------------------------------
+
+
+def cost(args: argparse.Namespace) -> dict[str, Any]:
+    pin_process({usable_cores()[-1]})
+    settings = Settings(device=args.device)
+    profiler = Profiler(settings)
+    roofline = device_roofline(settings)
+    gate = Gate(
+        Constraints(max_cpu_ms=PAPER_BUDGET_MS),
+        num_classes=NUM_CLASSES,
+        profilers={"cpu": profiler},
+        rooflines={"cpu": roofline},
+    )
+    space, rng = load_space(SPACES / "tvn.toml"), random.Random(0)
+    rows = [_timed_check(gate, space.sample(rng)) for _ in range(200 if args.quick else 1000)]
+    false, checked = _false_rejections(rows, profiler)
+    rejections = [r["seconds"] for r in rows if r["status"] == "rejected"]
+    return {
+        "genomes": len(rows),
+        "screened_per_hour": 3600 * len(rows) / sum(r["seconds"] for r in rows),
+        "slowest_rejection_s": max(rejections),
+        "by_stage": _count(f"{r['status']}:{r['stage']}" for r in rows),
+        "bound_false_rejections": false,
+        "bound_rejections_checked": checked,
+        "tiny_measured_over_raw_bound": _raw_bound_ratio(profiler, roofline),
+        "roofline": roofline.to_dict(),
+    }
+
+
+def _timed_check(gate: Gate, genome: Genome) -> dict[str, Any]:
+    start = time.perf_counter()
+    verdict = gate.check(genome)
+    return {
+        "genome": genome,
+        "status": str(verdict.status),
+        "stage": verdict.stage,
+        "value": verdict.value,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _false_rejections(rows: list[dict], profiler: Profiler) -> tuple[int, int]:
+    near = [r for r in rows if r["stage"] == "bound" and r["value"] <= SAFETY * PAPER_BUDGET_MS]
+    false = 0
+    for row in near:
+        profile = profiler.measure(row["genome"], NUM_CLASSES)
+        false += profile.runtime_ms is not None and profile.runtime_ms <= PAPER_BUDGET_MS
+    return false, len(near)
+
+
+def _raw_bound_ratio(profiler: Profiler, roofline) -> float:
+    """The smallest measured runtime over the bound at the raw peak (without ``SAFETY``)."""
+    ratios = []
+    for genome in tiny_genomes(20, seed=3):
+        runtime = profiler.measure(genome, NUM_CLASSES).runtime_ms
+        raw = roofline.min_runtime_ms(count_cost(genome, NUM_CLASSES)) * SAFETY
+        ratios.append(runtime / raw)
+    return min(ratios)
+
+
+def _count(keys) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# (paper) -------------------------------------------------------------------------------------
+
+
+def paper(args: argparse.Namespace) -> dict[str, Any]:
+    pin_process({usable_cores()[-1]})
+    settings = Settings(device="cpu", runs=5, min_seconds=0.2)  # sampling, not precision
+    profiler = Profiler(settings)
+    gate = Gate(
+        Constraints(max_cpu_ms=PAPER_BUDGET_MS),
+        num_classes=NUM_CLASSES,
+        profilers={"cpu": profiler},
+        rooflines={"cpu": device_roofline(settings)},
+    )
+    initial = 50 if args.quick else 200
+    strategy = Evolution(
+        load_space(SPACES / "tvn.toml"), seed=0, initial_size=initial, tournament_size=50
+    )
+    strategy.feasible = gate.passes_bounds
+    cap, wanted = 5000, initial + 20
+    with tempfile.TemporaryDirectory() as tmp:
+        tally = Tally(cap, num_trained=wanted)
+        with LineageWriter(tmp) as writer:
+            Engine(
+                strategy,
+                gate,
+                _Instant(),
+                writer,
+                run_id="paper",
+                tally=tally,
+                progress=Progress(tally, stream=io.StringIO()),
+            ).run()
+        frame = read_lineage(tmp)
+    first_child = frame[frame["parent_id"].notna()]["num_asked_at_tell"].min()
+    return {
+        "initial_size": initial,
+        "cap": cap,
+        "told": len(frame),
+        "by_status": _count(frame["status"]),
+        "first_tournament_at": int(first_child),
+        "first_tournament_share_of_cap": first_child / cap,
+    }
+
+
+class _Instant:
+    """An executor whose 'training' is an instant fitness drawn from the genome id."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[int, Evaluation]] = []
+
+    @property
+    def num_running(self) -> int:
+        return len(self._done)
+
+    def submit(self, key: int, genome: Genome) -> None:
+        self._done.append((key, Evaluation("trained", fitness=int(genome.id[:6], 16) / 2**24)))
+
+    def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:
+        done, self._done = self._done, []
+        return done
+
+
+# (cluster) -----------------------------------------------------------------------------------
+
+
+class SimulatedCluster:
+    """``num_workers`` workers on a virtual clock: each candidate trains for a log-normal time
+    (median 20 minutes; 1 % under 1 minute, 1 % over 6 hours). The clock also advances by the
+    driver's own time between calls, so a slow driver leaves workers idle, as it would."""
+
+    def __init__(self, num_workers: int, seed: int = 0) -> None:
+        self.num_workers = num_workers
+        self.now = 0.0
+        self.tasks: list[tuple[float, float]] = []  # (start, end) of every task, virtual time
+        self._rng = random.Random(seed)
+        self._heap: list[tuple[float, int]] = []
+        self._real = time.perf_counter()
+
+    def clock(self) -> float:
+        self._catch_up()
+        return self.now
+
+    @property
+    def num_running(self) -> int:
+        return len(self._heap)
+
+    def submit(self, key: int, genome: Genome) -> None:
+        self._catch_up()
+        seconds = math.exp(self._rng.gauss(math.log(1200.0), 1.45))
+        self.tasks.append((self.now, self.now + seconds))
+        heapq.heappush(self._heap, (self.now + seconds, key))
+
+    def idle_share(self) -> float:
+        """Worker time idle while there was still work to give (up to the last submission:
+        after it, workers drain and idle through no fault of the driver)."""
+        end = max(start for start, _ in self.tasks)
+        busy = sum(min(stop, end) - start for start, stop in self.tasks)
+        return 1 - busy / (self.num_workers * end)
+
+    def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:
+        self._catch_up()
+        if timeout > 0 and self._heap and self._heap[0][0] > self.now:
+            self.now = min(self._heap[0][0], self.now + timeout)
+        done = []
+        while self._heap and self._heap[0][0] <= self.now:
+            _, key = heapq.heappop(self._heap)
+            done.append((key, Evaluation("trained", fitness=self._rng.random())))
+        self._real = time.perf_counter()
+        return done
+
+    def _catch_up(self) -> None:
+        real = time.perf_counter()
+        self.now += real - self._real
+        self._real = real
+
+
+def cluster(args: argparse.Namespace) -> dict[str, Any]:
+    workers, budget = 1000, 4000 if args.quick else 20_000
+    sim = SimulatedCluster(workers)
+    strategy = Evolution(
+        load_space(SPACES / "tiny.toml"), seed=0, initial_size=200, tournament_size=50
+    )
+    gate = Gate(Constraints(max_params=200_000), num_classes=10)
+    memory: list[dict[str, float]] = []
+    tracemalloc.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        tally = Tally(budget)
+        progress = _MemoryProbe(tally, memory, budget)
+        with LineageWriter(tmp) as writer:
+            engine = Engine(
+                strategy,
+                gate,
+                sim,
+                writer,
+                run_id="sim",
+                tally=tally,
+                num_workers=workers,
+                progress=progress,
+                clock=sim.clock,
+                poll_seconds=60.0,
+            )
+            started = time.perf_counter()
+            engine.run()
+            driver_seconds = time.perf_counter() - started
+    tracemalloc.stop()
+    makespan = sim.now
+    return {
+        "workers": workers,
+        "candidates": budget,
+        "virtual_hours": makespan / 3600,
+        "idle_share": sim.idle_share(),
+        "driver_seconds": driver_seconds,
+        "driver_ms_per_candidate": 1000 * driver_seconds / budget,
+        "memory": memory,
+    }
+
+
+class _MemoryProbe(Progress):
+    """Records the driver's traced memory at every quarter of the budget."""
+
+    def __init__(self, tally: Tally, memory: list, budget: int) -> None:
+        super().__init__(tally, stream=io.StringIO())
+        self.memory, self.marks = memory, [budget * q // 4 for q in (1, 2, 3, 4)]
+
+    def update(self, *, force: bool = False) -> None:
+        if self.marks and self.tally.done >= self.marks[0]:
+            current, _ = tracemalloc.get_traced_memory()
+            self.memory.append({"told": self.tally.done, "traced_mb": current / 2**20})
+            self.marks.pop(0)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+SECTIONS = {"repeat": repeat, "cost": cost, "paper": paper, "cluster": cluster}
+
+
+def report(results: dict[str, Any]) -> None:
+    for name in SECTIONS:
+        if name in results:
+            print("\n".join(LINES[name](results[name])))
+
+
+def _repeat_lines(r: dict) -> list[str]:
+    return [
+        f"repeat ({r['device']}, {r['genomes']} genomes, budget {r['budget_ms']:.3f} ms)",
+        f"  fastest run: within 5 % {r['within_5pct']:.1%}, "
+        f"same decisions {r['same_decisions']:.1%} ({r['remeasured']} measured twice)",
+        f"  median:      within 5 % {r['median_within_5pct']:.1%}, "
+        f"same decisions {r['median_same_decisions']:.1%}",
+    ]
+
+
+def _cost_lines(c: dict) -> list[str]:
+    return [
+        f"cost ({c['genomes']} tvn.toml genomes, {PAPER_BUDGET_MS:g} ms budget)",
+        f"  {c['screened_per_hour']:,.0f} screened per hour; "
+        f"slowest rejection {c['slowest_rejection_s']:.2f} s",
+        f"  by stage: {c['by_stage']}",
+        f"  bound: {c['bound_false_rejections']} false of {c['bound_rejections_checked']} "
+        f"checked; tiny genomes measured / raw-peak bound >= "
+        f"{c['tiny_measured_over_raw_bound']:.2f}",
+    ]
+
+
+def _paper_lines(p: dict) -> list[str]:
+    return [
+        f"paper (initial {p['initial_size']}, cap {p['cap']}): first tournament child at "
+        f"candidate {p['first_tournament_at']} ({p['first_tournament_share_of_cap']:.1%} of "
+        f"the cap); {p['by_status']}"
+    ]
+
+
+def _cluster_lines(c: dict) -> list[str]:
+    memory = ", ".join(f"{m['told']:,}: {m['traced_mb']:.1f} MiB" for m in c["memory"])
+    return [
+        f"cluster ({c['workers']} workers, {c['candidates']:,} candidates, "
+        f"{c['virtual_hours']:.0f} h): idle {c['idle_share']:.2%}, "
+        f"driver {c['driver_ms_per_candidate']:.2f} ms per candidate",
+        f"  traced memory at told: {memory}",
+    ]
+
+
+LINES = {"repeat": _repeat_lines, "cost": _cost_lines, "paper": _paper_lines}
+LINES["cluster"] = _cluster_lines
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_measure":
+        return _measure_child(*sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "_train":
+        return _train_child()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="fewer genomes and candidates")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "device": device_signature(args.device, 1).key,
+        "load_before": os.getloadavg(),
+    }
+    for name in args.sections:
+        results[name] = SECTIONS[name](args)
+    results["load_after"] = os.getloadavg()
+    report(results)
+    out = (
+        args.out or RESULTS / f"gate_bench{'' if args.device == 'cpu' else '-' + args.device}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
