@@ -5,7 +5,7 @@ applied, paths absolute) and of the search space; ``tvnsearch.search.launch.run_
 it, and runs it again after an interruption: the strategy is rebuilt from the lineage alone
 (``Strategy.replay``), the candidates in flight at the crash are asked and run again, and nothing
 is told twice. A run folder holds all a resume needs: ``recipe.toml``, ``space.toml``,
-``lineage/``, and the profiles measured so far (``profiles-cpu.json``), which spare a resume the
+``lineage/``, and the profiles measured so far (``profiles-cpu.jsonl``), which spare a resume the
 measurements. It also keeps the weights of every trained candidate,
 ``weights/candidate-<id>.safetensors`` (unless ``search.keep_weights`` is false), which
 ``tvnsearch export`` reads, and ``logs/candidate-<id>.log``, the whole story of a candidate that
