@@ -489,15 +489,13 @@ def main() -> None:
         "device": device_signature(args.device, 1).key,
         "load_before": os.getloadavg(),
     }
-    for name in args.sections:
-        results[name] = SECTIONS[name](args)
-    results["load_after"] = os.getloadavg()
-    report(results)
-    out = (
-        args.out or RESULTS / f"gate_bench{'' if args.device == 'cpu' else '-' + args.device}.json"
-    )
+    out = args.out or RESULTS / f"gate_bench{'-cuda' if args.device == 'cuda' else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    for name in args.sections:  # each written as soon as it is done
+        results[name] = SECTIONS[name](args)
+        results["load_after"] = os.getloadavg()
+        print("\n".join(LINES[name](results[name])), flush=True)
+        out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"wrote {out}")
 
 
