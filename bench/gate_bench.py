@@ -27,6 +27,7 @@ keeps up with a large cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import io
 import json
@@ -52,6 +53,7 @@ from tvnsearch.measure.affinity import pin_process, usable_cores
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.measure.device import device_signature
 from tvnsearch.measure.gate import Gate
+from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import Settings
 from tvnsearch.measure.profiler import Profiler
 from tvnsearch.measure.roofline import SAFETY, device_roofline
@@ -84,13 +86,18 @@ def repeat(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "genomes.json"
         listing.write_text(json.dumps([g.to_dict() for g in genomes]))
-        idle = _measure_in_process(listing, budget, args.device, Path(tmp) / "idle.json")
-        neighbour = _training_neighbour()
+        # Where the training neighbour registers, to be paused while the profiler measures (as
+        # a search's workers do); "" with --no-pause.
+        folder = "" if args.no_pause else str(Path(tmp) / "neighbours")
+        idle = _measure_in_process(listing, budget, args.device, Path(tmp) / "idle.json", folder)
+        neighbour = _training_neighbour(folder)
         try:
-            loaded = _measure_in_process(listing, budget, args.device, Path(tmp) / "loaded.json")
+            out = Path(tmp) / "loaded.json"
+            loaded = _measure_in_process(listing, budget, args.device, out, folder)
         finally:
             neighbour.kill()
-    return _agreement(idle, loaded, budget) | {"device": args.device, "genomes": len(genomes)}
+    setup = {"device": args.device, "genomes": len(genomes), "paused": not args.no_pause}
+    return _agreement(idle, loaded, budget) | setup
 
 
 def _median_runtime(genomes: list[Genome], device: str) -> float:
@@ -99,17 +106,21 @@ def _median_runtime(genomes: list[Genome], device: str) -> float:
     return statistics.median(profiler.measure(g, 10).runtime_ms for g in genomes)
 
 
-def _measure_in_process(listing: Path, budget: float, device: str, out: Path) -> list[dict]:
+def _measure_in_process(
+    listing: Path, budget: float, device: str, out: Path, folder: str
+) -> list[dict]:
     command = [sys.executable, __file__, "_measure", str(listing), str(budget), device, str(out)]
+    command.append(folder)
     subprocess.run(command, check=True)
     return json.loads(out.read_text())
 
 
-def _measure_child(listing: str, budget: str, device: str, out: str) -> None:
+def _measure_child(listing: str, budget: str, device: str, out: str, folder: str) -> None:
     """In a fresh process on the profiler's core (the last one), as the profiler actor runs."""
     pin_process({usable_cores()[-1]})
     constraints = Constraints(**{"max_cpu_ms" if device == "cpu" else "max_gpu_ms": float(budget)})
-    profiler = Profiler(Settings(device=device))
+    neighbours = Neighbours(folder) if folder else None
+    profiler = Profiler(Settings(device=device), neighbours=neighbours)
     gate = Gate(constraints, num_classes=10, profilers={device: profiler}, predictor_margin=None)
     rows = []
     for data in json.loads(Path(listing).read_text()):
@@ -127,15 +138,20 @@ def _measure_child(listing: str, budget: str, device: str, out: str) -> None:
     Path(out).write_text(json.dumps(rows))
 
 
-def _training_neighbour() -> subprocess.Popen:
-    neighbour = subprocess.Popen([sys.executable, __file__, "_train"])
+def _training_neighbour(folder: str) -> subprocess.Popen:
+    neighbour = subprocess.Popen([sys.executable, __file__, "_train", folder])
     time.sleep(3.0)  # its model built and its loop warm
     return neighbour
 
 
-def _train_child() -> None:
+def _train_child(folder: str) -> None:
     """A real training loop (a tiny-space network on random clips) on every core but the
-    profiler's, until killed."""
+    profiler's, until killed; registered in ``folder`` to be paused, as a search's workers are."""
+    with Neighbours(folder).registered() if folder else contextlib.nullcontext():
+        _train_forever()
+
+
+def _train_forever() -> None:
     pin_process(set(usable_cores()[:-1]) or set(usable_cores()))
     torch.set_num_threads(max(1, len(usable_cores()) - 1))
     genome = tiny_genomes(1, seed=7)[0]
@@ -478,12 +494,15 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
         return _measure_child(*sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "_train":
-        return _train_child()
+        return _train_child(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="fewer genomes and candidates")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--no-pause", action="store_true", help="repeat: the profiler does not pause the neighbour"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "device": device_signature(args.device, 1).key,

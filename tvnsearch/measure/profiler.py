@@ -8,6 +8,7 @@ cache of a resumed search with it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -21,6 +22,7 @@ from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.device import DeviceSignature, check_device, device_signature
 from tvnsearch.measure.measurement import measure
+from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings, profile_from_dict
 from tvnsearch.measure.roofline import Roofline, device_roofline
 from tvnsearch.status import Status
@@ -91,7 +93,11 @@ class Profiler:
     """Measures genomes on one device, serially; ``num_measurements`` counts real measurements."""
 
     def __init__(
-        self, settings: Settings = DEFAULT_SETTINGS, *, cache: ProfileCache | None = None
+        self,
+        settings: Settings = DEFAULT_SETTINGS,
+        *,
+        cache: ProfileCache | None = None,
+        neighbours: Neighbours | None = None,
     ) -> None:
         check_device(settings.device, threads=settings.threads, source="profiler")
         self.settings = settings
@@ -99,6 +105,9 @@ class Profiler:
         self.cache = cache if cache is not None else ProfileCache()
         self.num_measurements = 0
         self._lock = threading.Lock()  # one measurement at a time on this device
+        self.neighbours = neighbours  # paused while measuring
+        if neighbours is not None:
+            neighbours.resume_all()  # a profiler before this one may have died pausing them
 
     @functools.cached_property
     def roofline(self) -> Roofline:
@@ -120,7 +129,9 @@ class Profiler:
             cached = self.cache.get(genome.id, num_classes, self.signature)
             if cached is not None and answers(cached, stop_above_ms) and not again:
                 return cached
-            profile = measure(genome, num_classes, self.settings, stop_above_ms=stop_above_ms)
+            quiet = self.neighbours.paused() if self.neighbours else contextlib.nullcontext()
+            with quiet:
+                profile = measure(genome, num_classes, self.settings, stop_above_ms=stop_above_ms)
             self.num_measurements += 1
             if again and cached is not None and cached.status == profile.status == Status.ADMITTED:
                 profile = pooled(cached, profile)

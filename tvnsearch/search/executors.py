@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +27,7 @@ from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.affinity import pin_process, split_cores, usable_cores
 from tvnsearch.measure.device import DeviceSignature, check_device
+from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings
 from tvnsearch.measure.profiler import ProfileCache, Profiler
 from tvnsearch.measure.roofline import Roofline
@@ -37,12 +39,19 @@ TIMEOUT_PER_BUDGET = 100  # and at most this many times its early-exit threshold
 
 
 class _ProfilerActor:
-    def __init__(self, settings: Settings, cores: tuple[int, ...], known: list[Profile]):
+    def __init__(
+        self,
+        settings: Settings,
+        cores: tuple[int, ...],
+        known: list[Profile],
+        neighbours: str | None,
+    ):
         import torch  # in the actor's process: the driver that starts it needs no torch
 
         self.pinned = pin_process(cores)
         torch.set_num_threads(settings.threads)
-        self.profiler = Profiler(settings, cache=ProfileCache(known))
+        pause = Neighbours(neighbours) if neighbours else None
+        self.profiler = Profiler(settings, cache=ProfileCache(known), neighbours=pause)
 
     def signature(self) -> DeviceSignature:
         return self.profiler.signature
@@ -84,10 +93,12 @@ class RemoteProfiler:
         cores: tuple[int, ...],
         *,
         known: Callable[[], list[Profile]] = list,
+        neighbours: str | None = None,
         timeout_seconds: float = 600.0,
         max_deaths: int = 3,
     ) -> None:
         self.settings, self.cores, self.known = settings, cores, known
+        self.neighbours = neighbours  # a folder where the node's training workers register
         self.timeout_seconds, self.max_deaths = timeout_seconds, max_deaths
         self.num_deaths = 0  # in a row
         self._start()
@@ -100,7 +111,7 @@ class RemoteProfiler:
             "max_restarts": 0,  # replaced here, with a back-off and a limit
         }
         actor_class = ray.remote(_ProfilerActor).options(**options)
-        self.actor = actor_class.remote(self.settings, self.cores, self.known())
+        self.actor = actor_class.remote(self.settings, self.cores, self.known(), self.neighbours)
         self.signature: DeviceSignature = ray.get(self.actor.signature.remote())
 
     def roofline(self) -> Roofline:
@@ -165,6 +176,7 @@ def start_profiler(
     *,
     cores: tuple[int, ...] | None = None,
     known: Callable[[], list[Profile]] = list,
+    neighbours: str | None = None,
 ) -> RemoteProfiler:
     """Start a profiler actor on ``cores`` (default: the last ``settings.threads`` cores).
 
@@ -173,7 +185,7 @@ def start_profiler(
     check_device(settings.device, threads=settings.threads, source="profiler")
     if cores is None:
         cores, _ = split_cores(settings.threads)
-    return RemoteProfiler(settings, tuple(cores), known=known)
+    return RemoteProfiler(settings, tuple(cores), known=known, neighbours=neighbours)
 
 
 # Training: embedded or cluster Ray, training tasks in flight, results in completion order.
@@ -218,16 +230,20 @@ class Placement:
     gpus_per_worker: float = 0.0
     profiler_node: str | None = None
     profiler_cores: tuple[int, ...] = ()
+    neighbours: str | None = None  # where workers on the profiler's node register to be paused
 
 
 def _train(evaluator: Evaluator, genome: Genome, task: Any, placement: Placement) -> Evaluation:
-    if placement.profiler_node == _node_id():
+    beside_profiler = placement.profiler_node == _node_id()
+    if beside_profiler:
         pin_process(set(usable_cores()) - set(placement.profiler_cores))
+    pausable = beside_profiler and placement.neighbours is not None
     try:
         import torch
 
         torch.set_num_threads(max(1, int(placement.cpus_per_worker)))
-        evaluation = evaluator(genome, task)
+        with Neighbours(placement.neighbours).registered() if pausable else nullcontext():
+            evaluation = evaluator(genome, task)
     except Exception as exc:  # an evaluator that raises must not end the search
         evaluation = failed(exc)
     # Several Ray nodes can share a host (and a host name): the node id tells them apart.

@@ -10,6 +10,9 @@ runtime or memory budget needs no profiler (its constraints are counted), and ev
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -19,6 +22,7 @@ from tvnsearch.files import atomic_write_text, read_json
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.affinity import split_cores, usable_cores
 from tvnsearch.measure.gate import Gate
+from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import Settings
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.measure.roofline import Roofline, roofline_from_dict
@@ -64,26 +68,31 @@ def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
         raise InputError(source, [Problem("resources.num_workers", why)])
 
 
-def _placement(config: RunConfig, cpu: list[RemoteProfiler]) -> Placement:
+def _placement(config: RunConfig, cpu: list[RemoteProfiler], neighbours: Path) -> Placement:
     r = config.resources
     return Placement(
         cpus_per_worker=r.cpus_per_worker,
         gpus_per_worker=r.gpus_per_worker,
         profiler_node=node_of(cpu[0]) if cpu else None,
         profiler_cores=tuple(core for profiler in cpu for core in profiler.cores),
+        neighbours=str(neighbours),
     )
 
 
-def start_profilers(config: RunConfig, kind: str, log: ProfileLog) -> list[RemoteProfiler]:
-    """``resources.num_profilers`` profilers of ``kind``, each pinned to cores of its own."""
+def start_profilers(
+    config: RunConfig, kind: str, log: ProfileLog, neighbours: Path
+) -> list[RemoteProfiler]:
+    """``resources.num_profilers`` profilers of ``kind``, each pinned to cores of its own, each
+    pausing the training workers of its node while it measures."""
     r = config.resources
     settings = Settings(device=kind, threads=r.profiler_threads)
+    options = {"known": log.read, "neighbours": str(neighbours)}
     if kind != "cpu":
-        return [start_profiler(settings, known=log.read) for _ in range(r.num_profilers)]
+        return [start_profiler(settings, **options) for _ in range(r.num_profilers)]
     reserved, _ = split_cores(r.num_profilers * r.profiler_threads)
     t = r.profiler_threads
     chunks = [reserved[i * t : (i + 1) * t] for i in range(r.num_profilers)]
-    return [start_profiler(settings, cores=cores, known=log.read) for cores in chunks]
+    return [start_profiler(settings, cores=cores, **options) for cores in chunks]
 
 
 def run_search(
@@ -125,10 +134,11 @@ def _search(
         check_cores(config, devices, source=str(run_dir / RECIPE_FILE))
     started = start_ray(r.address, num_cpus=r.num_cpus)
     logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
+    neighbours = Path(tempfile.gettempdir()) / f"tvnsearch-{run_dir.name}-{os.getpid()}-workers"
     profilers: dict[str, list[RemoteProfiler]] = {}
     try:
         for kind in devices:
-            profilers[kind] = start_profilers(config, kind, logs[kind])
+            profilers[kind] = start_profilers(config, kind, logs[kind], neighbours)
         rooflines = {kind: run_roofline(run_dir, p[0]) for kind, p in profilers.items()}
         pools = {kind: ProfilerPool(p) for kind, p in profilers.items()}
         gate = Gate(
@@ -139,7 +149,7 @@ def _search(
         executor = RayExecutor(
             evaluator,
             task_of(config),
-            _placement(config, profilers.get("cpu", [])),
+            _placement(config, profilers.get("cpu", []), neighbours),
             max_retries=r.max_retries,
         )
         with LineageWriter(run_dir, flush_seconds=FLUSH_SECONDS) as writer:
@@ -163,6 +173,8 @@ def _search(
     finally:
         for profiler in (p for kind in profilers.values() for p in kind):
             profiler.close()
+        Neighbours(neighbours).resume_all()  # none stays stopped by a profiler closed mid-way
+        shutil.rmtree(neighbours, ignore_errors=True)
         if started:
             stop_ray()
 
