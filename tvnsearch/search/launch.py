@@ -23,7 +23,7 @@ from tvnsearch.genome.space import load_space
 from tvnsearch.measure.affinity import split_cores, usable_cores
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.neighbours import Neighbours
-from tvnsearch.measure.profile import Settings
+from tvnsearch.measure.profile import Profile, Settings
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.measure.roofline import Roofline, roofline_from_dict
 from tvnsearch.search.engine import Engine, known_of
@@ -167,7 +167,7 @@ def _search(
                 flush_seconds=FLUSH_SECONDS,
                 save_weights=partial(save_run_weights, run_dir),
                 save_log=partial(save_run_log, run_dir),
-                save_profiles=lambda profiles: [logs[p.device.kind].append([p]) for p in profiles],
+                save_profiles=partial(_keep_profiles, logs),
             )
             return engine.run()
     finally:
@@ -177,6 +177,12 @@ def _search(
         shutil.rmtree(neighbours, ignore_errors=True)
         if started:
             stop_ray()
+
+
+def _keep_profiles(logs: dict[str, ProfileLog], profiles: tuple[Profile, ...]) -> None:
+    """Append each profile of a verdict to its device kind's log."""
+    for kind, log in logs.items():
+        log.append(p for p in profiles if p.device.kind == kind)
 
 
 def _replay(strategy: Strategy, records: list[LineageRecord], *, source: str) -> None:
