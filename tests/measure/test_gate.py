@@ -135,7 +135,7 @@ def test_the_early_exit_threshold_is_the_factor_times_the_budget() -> None:
     assert [stop for _, stop in profiler.calls] == [15.0, 15.0]
 
 
-@pytest.mark.parametrize(("runtime", "admitted"), [(9.8, True), (10.2, False)])
+@pytest.mark.parametrize(("runtime", "admitted"), [(9.8, True), (10.2, False), (10.45, False)])
 def test_a_runtime_within_noise_of_the_budget_is_measured_twice(runtime, admitted) -> None:
     genome = widths(8)[0]
     profiler = Scripted({genome.id: runtime})

@@ -232,7 +232,7 @@ _HOW = {
     "probe": "fastest probe run",
     "remeasurement": "measured twice: it was within noise of the limit",
 }
-NEAR_FRACTION = 0.03  # of a budget: closer than this (or the profile's noise) is measured twice
+NEAR_FRACTION = 0.05  # of a budget: closer than this (or the profile's noise) is measured twice
 
 
 def near_limit(profile: Profile, budget: float) -> bool:
