@@ -2,15 +2,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 
 import pytest
 import torch
+from conftest import SPACE_NAMES, SPACES_DIR
 from genomes import small_genome
 from torch import nn
 
 from tvnsearch.cli.main import main
 from tvnsearch.errors import InputError
 from tvnsearch.genome.cost import count_cost
+from tvnsearch.genome.space import load_space
 from tvnsearch.measure import timing
 from tvnsearch.measure.device import check_device
 from tvnsearch.measure.measurement import measure
@@ -21,6 +25,7 @@ from tvnsearch.measure.profile import (
     describe_profile,
     profile_from_dict,
 )
+from tvnsearch.models.builder import build_model
 
 FAST = Settings(warmup=PROBE_RUNS + 1, runs=5, min_seconds=0.0)
 
@@ -241,7 +246,7 @@ def test_an_early_stop_costs_a_few_times_the_budget_at_most(script, runs, stoppe
 
 def test_a_slow_network_s_cold_run_stops_part_way(monkeypatch) -> None:
     g = small_genome()
-    model, clip = timing._prepare(g, 10, FAST)
+    model, clip = timing._prepare(g, 10, FAST, count_cost(g, 10))
     instances = [i for block in model.blocks for i in block]
     seen = []
     for instance in instances:
@@ -251,3 +256,37 @@ def test_a_slow_network_s_cold_run_stops_part_way(monkeypatch) -> None:
     assert not complete and len(seen) == 1 < len(instances) and elapsed > 0
     with torch.inference_mode():
         assert timing._cold_prefix(model, clip, limit_ms=None)[1]
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_tiled_weights_leave_nothing_of_an_empty_model_unwritten(name: str) -> None:
+    space, rng = load_space(SPACES_DIR / f"{name}.toml"), random.Random(0)
+    drawn = (space.sample(rng) for _ in range(100))
+    small = [g for g in drawn if count_cost(g, 10).params < 2_000_000][:5]  # memory of a test
+    for genome in [*small, small_genome()]:
+        with torch.device("meta"):
+            model = build_model(genome, 10)
+        model = model.to_empty(device="cpu")
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                tensor.fill_(math.nan if tensor.is_floating_point() else -1)
+        timing.tile_weights(model, seed=0)
+        for tensor in [*model.parameters(), *model.buffers()]:
+            written = torch.isfinite(tensor) if tensor.is_floating_point() else tensor >= 0
+            assert written.all()
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv3d))
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.5)
+
+
+def test_a_large_network_is_timed_with_tiled_weights(monkeypatch) -> None:
+    tiled = []
+    monkeypatch.setattr(timing, "TILED_WEIGHTS_PARAMS", 0)
+    monkeypatch.setattr(
+        timing, "tile_weights", lambda m, seed: tiled.append(seed) or _tile(m, seed)
+    )
+    profile = measure(small_genome(), 10, FAST)
+    assert tiled == [FAST.seed] and profile.status == Status.ADMITTED and profile.runtime_ms > 0
+
+
+_tile = timing.tile_weights

@@ -109,7 +109,7 @@ class Profile:
     @property
     def frames_per_second(self) -> float | None:
         frame_ms = self.frame_ms
-        return None if frame_ms is None else 1000.0 / frame_ms
+        return None if frame_ms is None or frame_ms <= 0 else 1000.0 / frame_ms
 
     @property
     def runs(self) -> int:

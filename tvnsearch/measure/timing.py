@@ -34,6 +34,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc'
 # A cold run pays for allocations and kernel selection: only this far over the probe's threshold
 # does it alone prove a network too slow.
 COLD_FACTOR = 4.0
+# From this many parameters on, a network to be timed gets tiled weights (``tile_weights``): below
+# it the usual initialisation is the quicker (about 10 M parameters: 0.1 s either way).
+TILED_WEIGHTS_PARAMS = 10_000_000
+_TILE = 1 << 20
 
 
 def time_genome(
@@ -47,7 +51,7 @@ def time_genome(
             "reason": f"needs at least {cost.min_memory_bytes / 2**20:,.0f} MiB, "
             f"{free / 2**20:,.0f} MiB free on {settings.device}",
         }
-    model, clip = _prepare(genome, num_classes, settings)
+    model, clip = _prepare(genome, num_classes, settings, cost)
     runs_ms, stopped = _time_runs(model, clip, settings, stop_above_ms)
     if stopped:
         return {"status": Status.REJECTED, "stopped_early": True, "runs_ms": runs_ms}
@@ -56,14 +60,45 @@ def time_genome(
 
 
 def _prepare(
-    genome: Genome, num_classes: int, settings: Settings
+    genome: Genome, num_classes: int, settings: Settings, cost: Cost
 ) -> tuple[nn.Module, torch.Tensor]:
-    with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left as it was
-        torch.manual_seed(settings.seed)
-        model = build_model(genome, num_classes).eval().to(settings.device)
+    if cost.params >= TILED_WEIGHTS_PARAMS:
+        with torch.device("meta"):  # shapes only: nothing allocated or drawn yet
+            model = build_model(genome, num_classes)
+        model = model.to_empty(device=settings.device).eval()
+        tile_weights(model, settings.seed)
+    else:
+        with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left as it was
+            torch.manual_seed(settings.seed)
+            model = build_model(genome, num_classes).eval().to(settings.device)
     generator = torch.Generator().manual_seed(settings.seed)
     shape = (1, 3, genome.num_frames, genome.resolution, genome.resolution)
     return model, torch.randn(shape, generator=generator).to(settings.device)
+
+
+@torch.no_grad()
+def tile_weights(model: nn.Module, seed: int) -> None:
+    """Give a model built on the meta device weights to be timed with, at the speed of a copy.
+
+    Drawing a network's initial weights costs far more than running it once it is large: 15-40 s
+    for the 2 billion parameters that some ``tvn.toml`` genomes have, against a budget of 100 ms.
+    Speed does not depend on the values (dense kernels take no data-dependent branches), so every
+    convolution and linear layer gets one seeded block of normal numbers, repeated and scaled as
+    Kaiming's initialisation would; batch norms start as new. Timed runs agreed with those of the
+    usual initialisation within 2 % (225-555 M parameters), built 2.5-5x faster.
+    """
+    pattern = torch.randn(_TILE, generator=torch.Generator().manual_seed(seed))
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Conv3d | nn.Linear):
+            flat = m.weight.view(-1)
+            piece = pattern.to(flat.device) * math.sqrt(2.0 / max(1, m.weight[0].numel()))
+            for start in range(0, flat.numel(), _TILE):
+                end = min(start + _TILE, flat.numel())
+                flat[start:end].copy_(piece[: end - start])
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm3d):
+            m.reset_parameters()
 
 
 @functools.cache
