@@ -14,7 +14,7 @@ from tvnsearch.data.clips import (
     ClipSampler,
     ClipSpec,
     Normalization,
-    centred_offset,
+    clip_offsets,
     crop_box,
     frame_indices,
     make_clip,
@@ -50,7 +50,7 @@ def test_frame_indices_stride_and_short_videos() -> None:
 
 def test_offsets_centred_for_evaluation_and_random_within_range_for_training() -> None:
     spec = ClipSpec(num_frames=4, frame_stride=2, resolution=32)  # span 7
-    assert centred_offset(17, spec) == 5 and centred_offset(3, spec) == 0
+    assert clip_offsets(17, spec, 1) == [5] and clip_offsets(3, spec, 1) == [0]
     rng = np.random.default_rng(0)
     offsets = {random_offset(17, spec, rng) for _ in range(500)}
     assert offsets == set(range(11))
@@ -95,6 +95,45 @@ def test_evaluation_clips_are_centred_and_fixed() -> None:
     assert clip.shape == (3, 3, 16, 16) and target.item() == 1
     # 12 frames, span 5: offset 3, frames 3, 5, 7 of video 1.
     assert clip[0, :, 0, 0].tolist() == [13, 15, 17]
+
+
+def test_several_evaluation_clips_spread_evenly_and_one_is_the_centred_clip() -> None:
+    spec = ClipSpec(num_frames=4, frame_stride=2, resolution=32)  # span 7
+    # 31 frames: starts 0..24, in three stretches whose middles are 4, 12 and 20.
+    assert clip_offsets(31, spec, 3) == [4, 12, 20]
+    assert clip_offsets(31, spec, 1) == [12]  # the centred clip: (31 - 7) // 2
+    for length in range(1, 60):
+        for n in (1, 2, 3, 5):
+            offsets = clip_offsets(length, spec, n)
+            assert offsets == sorted(set(offsets)) and offsets[0] >= 0
+            free = max(length - spec.span, 0)
+            assert offsets[-1] <= free and len(offsets) == min(n, free + 1)
+    assert clip_offsets(7, spec, 3) == [0] and clip_offsets(8, spec, 3) == [0, 1]  # too short
+    assert clip_offsets(18, spec, 3) == [2, 5, 9]  # middles 1 5/6, 5 1/2, 9 1/6: halves down
+
+
+def test_several_evaluation_clips_per_video_side_by_side() -> None:
+    lengths = {Path(f"{v}.mp4"): n for v, n in enumerate((12, 5))}  # span 5: video 1 fits one
+    videos = [Video(p, (0,)) for p in lengths]
+    spec = ClipSpec(num_frames=3, frame_stride=2, resolution=16)
+    ds = ClipDataset(
+        ArrayFrames(lengths),
+        videos,
+        spec,
+        num_classes=3,
+        multi_label=False,
+        train=False,
+        num_clips=3,
+    )
+    # Video 0: starts 0..7 in three stretches, middles 1 1/6, 3 1/2, 5 5/6; video 1: only 0.
+    assert ds.views == [(0, 1), (0, 3), (0, 6), (1, 0)] and ds.video_of == [0, 0, 0, 1]
+    assert len(ds) == 4
+    assert [ds[i][0][0, :, 0, 0].tolist() for i in range(4)] == [
+        [1, 3, 5],
+        [3, 5, 7],
+        [6, 8, 10],
+        [10, 12, 14],
+    ]
 
 
 def test_training_clips_follow_their_draw_only() -> None:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tvnsearch import load_space, mutate
 from tvnsearch.genome.mutation import OPERATORS
-from tvnsearch.genome.space import Choice
+from tvnsearch.genome.plan import network_id
+from tvnsearch.genome.space import Choice, SearchSpace, space_from_dict
 
 
 def test_ten_thousand_chained_mutations_stay_valid(space) -> None:
@@ -20,7 +21,7 @@ def test_ten_thousand_chained_mutations_stay_valid(space) -> None:
     used = collections.Counter()
     for _ in range(10_000):
         m = mutate(genome, space, rng)
-        assert m.child != genome
+        assert network_id(m.child) != network_id(genome), m.description
         assert space.validate(m.child).valid, (m.description, space.validate(m.child).errors)
         used[m.operator] += 1
         genome = m.child
@@ -85,21 +86,46 @@ def test_block_count_limits_are_respected(tiny_space) -> None:
         assert 1 <= len(g.blocks) <= 4
 
 
-def test_a_space_with_nothing_to_mutate_says_so() -> None:
+def frozen_tiny_space(*, free: tuple[str, ...] = ()) -> SearchSpace:
+    """The tiny space with every gene but ``free`` fixed to one value (its lowest, or off)."""
     import tomllib
 
     data = tomllib.loads((SPACES_DIR / "tiny.toml").read_text())
     for table in ("genome", "block"):
         for key, value in data[table].items():
-            data[table][key] = (
-                value.get("off", value["low"]) if isinstance(value, dict) else value[:1]
-            )
-    from tvnsearch.genome.space import space_from_dict
+            if key not in free:
+                one = value.get("off", value["low"]) if isinstance(value, dict) else value[0]
+                data[table][key] = [one]
+    return space_from_dict(data)
 
-    frozen = space_from_dict(data)
+
+def test_a_space_with_nothing_to_mutate_says_so() -> None:
+    frozen = frozen_tiny_space()
     g = frozen.sample(random.Random(0))
     with pytest.raises(ValueError, match="no valid mutation"):
         mutate(g, frozen, random.Random(0))
+
+
+def test_a_space_whose_free_genes_are_all_dead_says_so() -> None:
+    # One frame: no temporal op runs, whatever its genes say.
+    temporal = ("temporal_type", "temporal_kernel", "temporal_stride", "temporal_act")
+    space = frozen_tiny_space(free=temporal)
+    g = space.sample(random.Random(0))
+    assert g.num_frames == 1
+    with pytest.raises(ValueError, match="changes its network after 200 attempts"):
+        mutate(g, space, random.Random(0))
+
+
+def test_operators_often_change_only_dead_genes_and_mutate_draws_those_again(space) -> None:
+    rng = random.Random(17)
+    num_parents, num_raw_dead = 400, 0
+    for _ in range(num_parents):
+        parent = space.sample(rng)
+        raw = OPERATORS[rng.choice(list(OPERATORS))](parent, space, rng)
+        num_raw_dead += raw is not None and network_id(raw[0]) == network_id(parent)
+        assert network_id(mutate(parent, space, rng).child) != network_id(parent)
+    print(f"{space.name}: {num_raw_dead / num_parents:.1%} of operator draws change no network")
+    assert num_raw_dead >= num_parents // 50
 
 
 @settings(max_examples=100, deadline=None)

@@ -11,6 +11,7 @@ import pytest
 from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import describe_block, genome_from_dict
 from tvnsearch.inspect.figures import axis_label, hover_text, progress_table
+from tvnsearch.inspect.hypervolume import Reference, describe_reference, reference_for
 from tvnsearch.inspect.pareto import candidates, pareto_front
 from tvnsearch.inspect.plots import write_pareto_plot, write_progress_plot
 from tvnsearch.search.lineage import read_lineage
@@ -113,6 +114,8 @@ def test_progress_plots(frame, tmp_path) -> None:
     assert_self_contained(html)
     assert "candidates evaluated (in the order told)" in html
     assert "share rejected so far (%)" in html
+    assert "hypervolume so far" in html
+    assert f"below: hypervolume over {describe_reference(reference_for(frame))}" in html
 
 
 def test_progress_table_follows_the_order_told() -> None:
@@ -122,6 +125,7 @@ def test_progress_table_follows_the_order_told() -> None:
             "num_asked_at_tell": pd.array([3, 2, 4, 5, 5], dtype="Int64"),
             "status": pd.array(["trained", "rejected", "failed", "trained", "rejected"]),
             "fitness": pd.array([1.2, None, None, 1.0, None], dtype="Float64"),
+            "cpu_ms": pd.array([2.0, 0.5, None, 1.0, 0.5], dtype="Float64"),
         }
     ).iloc[[4, 0, 1, 3, 2]]  # shuffled: the table sorts by num_asked_at_tell, stably
     table = progress_table(frame)
@@ -130,6 +134,11 @@ def test_progress_table_follows_the_order_told() -> None:
     np.testing.assert_array_equal(table["best_fitness"], [np.nan, 1.2, 1.2, 1.2, 1.2])
     np.testing.assert_allclose(table["rejected_share"], [1, 1 / 2, 1 / 3, 2 / 4, 2 / 5])
     np.testing.assert_array_equal(table["fitness"], [np.nan, 1.2, np.nan, np.nan, 1.0])
+    # Fitness from 0 and cpu_ms from 2.2 (10 % beyond the slowest trained): candidate 1 covers
+    # 1.2 x 0.2, candidate 3 adds 1.0 x 1.0 below it. Rejected rows count for nothing.
+    np.testing.assert_allclose(table["hypervolume"], [0, 0.24, 0.24, 0.24, 1.24])
+    given = Reference(("fitness", "cpu_ms"), (0.0, 3.0), ("", ""))
+    assert progress_table(frame, given)["hypervolume"].iloc[-1] == pytest.approx(1.2 + 1.0)
 
 
 def test_a_plot_must_be_png_or_html(frame, tmp_path) -> None:

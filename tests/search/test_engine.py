@@ -11,11 +11,14 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import SPACES_DIR
+from genomes import small_genome
 
 from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.plan import network_id
 from tvnsearch.genome.space import SearchSpace, space_from_dict
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.measure.device import device_signature
@@ -34,7 +37,7 @@ from tvnsearch.search.lineage import (
 )
 from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.runs import save_run_log
-from tvnsearch.search.strategies import RandomSearch, Strategy
+from tvnsearch.search.strategies import Candidate, RandomSearch, Result, Strategy
 from tvnsearch.search.worker import Evaluation, failed
 from tvnsearch.status import Status
 
@@ -42,7 +45,8 @@ MAX_PARAMS = 20_000  # rejects a good share of the tiny space
 
 
 def score(genome: Genome, task: object = None) -> Evaluation:
-    return Evaluation("trained", fitness=int(genome.id[:6], 16) % 1000 / 1000, train_seconds=0.0)
+    fitness = int(genome.id[:6], 16) % 1000 / 1000
+    return Evaluation("trained", fitness=fitness, fitness_noise=fitness / 10, train_seconds=0.0)
 
 
 def run(
@@ -147,8 +151,39 @@ def test_a_duplicate_reuses_the_first_result_and_its_measurements(tmp_path, tiny
     frame = read_lineage(tmp_path)
     assert list(frame["status"]) == ["trained"] + ["duplicate"] * 4
     assert frame["fitness"].nunique() == 1 and frame["params"].nunique() == 1
-    assert (frame["reason"][1:] == "same genome as candidate 0").all()
+    assert (frame["reason"][1:] == "same network as candidate 0").all()
     assert len(calls) == 1  # asked while it trained, a duplicate waited instead of training
+
+
+class Given(RandomSearch):
+    """Asks the given genomes in turn."""
+
+    def __init__(self, space: SearchSpace, genomes: list[Genome]) -> None:
+        super().__init__(space, seed=0)
+        self.genomes = genomes
+
+    def _new(self, candidate_id: int) -> Candidate:
+        genome = self.genomes[candidate_id % len(self.genomes)]
+        return Candidate(candidate_id, genome, None, "given", self.name)
+
+
+def test_genes_that_build_the_same_network_are_trained_once(tmp_path, tiny_space) -> None:
+    one_frame = dataclasses.replace(small_genome(), num_frames=1, frame_stride=1)
+    other_genes = dataclasses.replace(one_frame, frame_stride=3)  # a dead gene with one frame
+    assert other_genes.id != one_frame.id and network_id(other_genes) == network_id(one_frame)
+    calls = []
+
+    def counting(genome: Genome, task: object) -> Evaluation:
+        calls.append(genome.id)
+        return score(genome)
+
+    run(tmp_path, Given(tiny_space, [one_frame, other_genes]), 4, counting)
+    frame = read_lineage(tmp_path)
+    assert list(frame["status"]) == ["trained"] + ["duplicate"] * 3
+    assert list(frame["genome_id"]) == [one_frame.id, other_genes.id] * 2
+    assert frame["params"].nunique() == 1 and frame["fitness"].nunique() == 1
+    assert (frame["reason"][1:] == "same network as candidate 0").all()
+    assert calls == [one_frame.id]  # asked while the first trained, the twin waited for it
 
 
 class Interrupt(Exception):
@@ -300,7 +335,7 @@ def test_every_column_the_engine_fills_is_in_the_schema(tiny_space) -> None:
     rng = random.Random(0)
     genome = next(g for g in iter(lambda: tiny_space.sample(rng), None) if small(g))
     verdict = streaming_gate().check(genome)
-    evaluation = Evaluation("trained", *(1.0,) * 4, 1.0, "host:1")  # every measured field set
+    evaluation = Evaluation("trained", *(1.0,) * 6, "host:1")  # every measured field set
     written = {*gate_measurements(verdict), *evaluation.measurements(), "reason", "log"}
     assert {"frame_ms", "frames_per_second", "latency_frames", "cpu_device"} <= written
     assert written <= set(MEASUREMENTS)
@@ -331,6 +366,39 @@ def test_a_resumed_run_fills_the_same_columns_as_an_uninterrupted_one(tmp_path, 
     for (_, a), (_, b) in zip(whole.iterrows(), resumed.iterrows(), strict=True):
         assert set(a[a.notna()].index) == set(b[b.notna()].index), a["candidate_id"]
     assert resumed["frame_ms"].notna().all()
+
+
+class Told(RandomSearch):
+    """Random search that keeps every result it is told, in order."""
+
+    def __init__(self, space: SearchSpace, *, seed: int) -> None:
+        super().__init__(space, seed=seed)
+        self.told: list[Result] = []
+
+    def tell(self, candidate: Candidate, result: Result) -> None:
+        self.told.append(result)
+        super().tell(candidate, result)
+
+
+def test_the_noise_of_fitness_is_told_and_recorded(tmp_path, tiny_space) -> None:
+    strategy = Told(tiny_space, seed=0)
+    run(tmp_path, strategy, 16)
+    frame = read_lineage(tmp_path)
+    trained = frame["status"] == "trained"
+    assert trained.any() and (~trained).any()
+    assert (frame.loc[trained, "fitness_noise"] == frame.loc[trained, "fitness"] / 10).all()
+    assert frame.loc[~trained, "fitness_noise"].isna().all()  # rejected: never scored
+    told = [r.fitness_noise for r in strategy.told]
+    assert told == [None if pd.isna(n) else n for n in frame["fitness_noise"]]
+
+
+def test_a_duplicate_row_keeps_the_noise_of_the_first_evaluation(tmp_path, tiny_space) -> None:
+    strategy = Told(one_genome_space(tiny_space), seed=0)  # candidate 0, then duplicates of it
+    run(tmp_path, strategy, 4, num_workers=1)
+    frame = read_lineage(tmp_path)
+    assert list(frame["status"]) == ["trained"] + ["duplicate"] * 3
+    assert len(set(frame["fitness_noise"])) == 1 and frame["fitness_noise"][0] > 0
+    assert strategy.told[0].fitness_noise == frame["fitness_noise"][0]
 
 
 # Failures keep their story.

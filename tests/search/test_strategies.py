@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.plan import network_id
 from tvnsearch.genome.space import SearchSpace
 from tvnsearch.search.evolution import Evolution
 from tvnsearch.search.lineage import LineageRecord
@@ -24,6 +26,7 @@ from tvnsearch.search.strategies import (
 # Small enough that every strategy gets past its random start within a short test.
 OPTIONS = {
     "evolution": {"initial_size": 6, "tournament_size": 3, "population_size": 8, "aging": True},
+    "pareto": {"initial_size": 6, "tournament_size": 3, "population_size": 8},
     "random": {},
     "tpe": {},
     "nsga2": {"population_size": 4},
@@ -248,3 +251,37 @@ def test_evolution_beats_random_search_at_an_equal_budget(tiny_space) -> None:
     )
     random_search = statistics.mean(best_fitness(RandomSearch(tiny_space, seed=s)) for s in seeds)
     assert evolution > random_search + 1.0, (evolution, random_search)
+
+
+class Given(Strategy):
+    """Asks the genomes it is given, in order: a strategy whose every candidate a test chooses."""
+
+    name = "given"
+
+    def __init__(self, space: SearchSpace, genomes: list[Genome]) -> None:
+        super().__init__(space, seed=0)
+        self.genomes = genomes
+
+    def _new(self, candidate_id: int) -> Candidate:
+        return Candidate(candidate_id, self.genomes[candidate_id], None, "given", self.name)
+
+    def _learn(self, candidate: Candidate, result: Result) -> None:
+        pass
+
+
+def test_lookup_knows_a_network_under_other_genes(tiny_space) -> None:
+    one_frame = tiny_space.sample(random.Random(0))
+    one_frame = dataclasses.replace(one_frame, num_frames=1, frame_stride=1)
+    twin = dataclasses.replace(one_frame, frame_stride=3)  # a one-frame clip has no stride
+    other = dataclasses.replace(one_frame, resolution=48 if one_frame.resolution == 32 else 32)
+    s = Given(tiny_space, [one_frame, twin, other])
+    first, second, third = s.ask(), s.ask(), s.ask()
+    assert twin.id != one_frame.id and network_id(twin) == network_id(one_frame)
+    assert s.lookup(twin.id) is None  # nothing told yet
+    s.tell(first, Result(Status.TRAINED, 1.5))
+    assert s.lookup(twin.id) == Result(Status.TRAINED, 1.5)
+    assert s.lookup(other.id) is None
+    assert s.lookup("0123456789abcdef") is None  # a genome it never asked
+    s.tell(second, s.lookup(twin.id).reused())
+    s.tell(third, Result(Status.REJECTED))
+    assert s.lookup(other.id) == Result(Status.REJECTED)

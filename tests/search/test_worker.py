@@ -10,7 +10,7 @@ from genomes import small_genome
 from tvnsearch.data.clips import ClipSpec
 from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.search.worker import Task, evaluate, prepared_data
-from tvnsearch.train.training import TrainConfig
+from tvnsearch.train.training import TrainConfig, train_genome
 from tvnsearch.train.weights import load_model
 
 
@@ -27,7 +27,16 @@ def test_a_genome_is_trained_and_scored_with_where_it_ran(task: Task) -> None:
     assert evaluation.status == "trained" and evaluation.reason is None
     assert 0 <= evaluation.fitness <= 2 and evaluation.fitness == evaluation.top1 + evaluation.top5
     assert evaluation.train_seconds > 0 and ":" in evaluation.worker_node
-    assert set(evaluation.measurements()) >= {"top1", "train_seconds", "worker_node"}
+    measured = {"top1", "train_seconds", "worker_node", "fitness_noise"}
+    assert set(evaluation.measurements()) >= measured
+
+
+def test_the_noise_of_fitness_comes_back_as_training_measured_it(task: Task) -> None:
+    several = dataclasses.replace(task, train=dataclasses.replace(task.train, val_clips=3))
+    evaluation = evaluate(small_genome(), several)
+    trained = train_genome(small_genome(), prepared_data(task), several.train)
+    assert evaluation.fitness_noise == trained.fitness_noise and trained.fitness_noise >= 0
+    assert evaluation.fitness == trained.fitness
 
 
 def test_data_that_cannot_be_read_here_is_a_failure_not_an_exception(tmp_path, task) -> None:

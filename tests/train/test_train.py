@@ -9,16 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from genomes import block
 from genomes import genome as make_genome
 
 from tvnsearch.cli.main import main
-from tvnsearch.data.clips import ClipSpec
+from tvnsearch.data.clips import ClipSpec, crop_box, frame_indices, make_clip
+from tvnsearch.data.datasets import Video, VideoDataset
 from tvnsearch.data.frame_cache import FrameCache
 from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.data.video import encode_video
 from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.search.recipe import load_recipe
+from tvnsearch.train.metrics import top_k_hits
 from tvnsearch.train.training import (
     TrainConfig,
     TrainData,
@@ -26,9 +30,11 @@ from tvnsearch.train.training import (
     learning_rate_factor,
     prepare_data,
     train_genome,
+    train_model,
 )
 
 FAST = TrainConfig(iterations=6, batch_size=4)
+RUNNERS = ROOT / "runners"
 
 
 def genome(num_frames: int = 2, temporal_kernel: int = 2) -> Genome:
@@ -59,6 +65,7 @@ def test_trains_and_scores_a_genome(data) -> None:
     assert result.iterations == 6 and math.isfinite(result.final_loss)
     assert 0 <= result.top1 <= result.top5 <= 1 and result.mean_ap is None
     assert result.fitness == pytest.approx(result.top1 + result.top5)
+    assert 0 < result.fitness_noise < 1 and "±" in result.summary()
     assert (result.num_train_videos, result.num_val_videos) == (18, 9)
     assert result.clip == ClipSpec(2, 2, 16)
     assert "fitness" in result.summary() and json.dumps(result.to_dict())
@@ -87,7 +94,7 @@ def test_a_one_frame_genome_trains(data) -> None:
 
 def test_a_diverging_loss_fails_with_its_reason(data) -> None:
     result = train_genome(genome(), data, dataclasses.replace(FAST, learning_rate=1e30))
-    assert result.status == "failed" and result.fitness is None
+    assert result.status == "failed" and result.fitness is None and result.fitness_noise is None
     assert result.reason.startswith("loss became nan at iteration ")
     assert result.final_loss is None and json.dumps(result.to_dict())
 
@@ -128,6 +135,7 @@ def test_multi_label_training_is_scored_by_mean_ap(synth, tmp_path) -> None:
     result = train_genome(genome(), data, FAST)
     assert result.status == "trained" and result.top1 is None
     assert 0 < result.mean_ap <= 1 and result.fitness == result.mean_ap
+    assert 0 < result.fitness_noise < 1  # a bootstrap over the validation videos
 
 
 def test_mean_ap_without_positives_fails(synth, tmp_path) -> None:
@@ -231,3 +239,73 @@ def test_the_synthetic_benchmark_rewards_temporal_modelling(tmp_path) -> None:
     moving = train_genome(Genome(32, 4, 2, 0, blocks(3)), data, config)
     still = train_genome(Genome(32, 1, 1, 0, blocks(1)), data, config)
     assert still.top1 < 0.45 < 0.6 < moving.top1, (moving.top1, still.top1)
+
+
+# Scoring on several clips per validation video.
+
+
+class LateColour:
+    """In-memory videos of 32 black frames whose last 12 show their class as a colour (class c
+    lights channel c): only a clip near the end of a video can tell its class."""
+
+    def num_frames(self, path: Path) -> int:
+        return 32
+
+    def read(self, path: Path, indices) -> np.ndarray:
+        frames = np.zeros((len(indices), 16, 16, 3), np.uint8)
+        frames[np.asarray(indices) >= 20, :, :, int(path.stem.split("-")[0])] = 255
+        return frames
+
+
+def late_colour_data() -> TrainData:
+    def videos(split: str, count: int) -> tuple[Video, ...]:
+        return tuple(
+            Video(Path(f"{c}-{split}{i}.npy"), (c,)) for c in range(3) for i in range(count)
+        )
+
+    dataset = VideoDataset(
+        "late colour", ("red", "green", "blue"), False, videos("t", 8), videos("v", 4)
+    )
+    return TrainData(dataset, LateColour())
+
+
+def test_several_clips_per_video_find_what_the_centred_clip_misses() -> None:
+    data = late_colour_data()
+    colour = make_genome(block(spatial_stride=2), num_frames=2, frame_stride=2)  # span 3
+    config = TrainConfig(iterations=80, batch_size=8)
+    centred = train_genome(colour, data, config)
+    several = train_genome(colour, data, dataclasses.replace(config, val_clips=3))
+    # The centred clip (frames 14, 16) is black in every video; of three clips spread over the
+    # starts 0..29 (5, 14 and 24) the last sees the colour.
+    assert centred.top1 == pytest.approx(1 / 3) and several.top1 == 1.0
+    assert several.final_loss == centred.final_loss  # the same training, scored twice
+
+
+def test_one_clip_is_the_centred_clip_scored_as_before(data) -> None:
+    result, model = train_model(genome(), data, FAST)
+    clip = result.clip
+    logits = []
+    for video in data.dataset.val:
+        length = data.frames.num_frames(video.path)
+        offset = (length - clip.span) // 2
+        frames = data.frames.read(video.path, frame_indices(length, clip, offset))
+        box = crop_box(frames.shape[1], frames.shape[2], None)
+        logits.append(make_clip(frames, clip.resolution, box, flip=False))
+    with torch.inference_mode():  # in batches as scoring runs them: the same sums, bit for bit
+        x = torch.stack(logits)
+        out = torch.cat([model(clip.normalization.apply(b)) for b in x.split(FAST.batch_size)])
+    labels = torch.tensor([v.labels[0] for v in data.dataset.val])
+    top1, top5 = (top_k_hits(out, labels, k).float() for k in (1, 5))
+    assert (result.top1, result.top5) == (top1.mean().item(), top5.mean().item())
+    per_video = top1 + top5
+    # The standard error by hand: the sample standard deviation over the square root of N.
+    mean = per_video.sum().item() / len(per_video)
+    variance = sum((v - mean) ** 2 for v in per_video.tolist()) / (len(per_video) - 1)
+    assert result.fitness_noise == pytest.approx(math.sqrt(variance / len(per_video)))
+
+
+def test_a_recipe_scores_at_least_one_clip_per_video() -> None:
+    paper = load_recipe(RUNNERS / "paper.toml")
+    assert paper.train.val_clips == 3 and load_recipe(RUNNERS / "local.toml").train.val_clips == 1
+    with pytest.raises(InputError, match=r"train\.val_clips: must be >= 1"):
+        load_recipe(RUNNERS / "local.toml", ["train.val_clips=0"])

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # How each objective is printed; integers get thousands separators.
-_FORMATS = {"fitness": ".4f", "top1": ".4f", "top5": ".4f", "mean_ap": ".4f", "memory_mb": ".2f"}
+_FORMATS = {"fitness": ".4f", "fitness_noise": ".4f", "top1": ".4f", "top5": ".4f"}
+_FORMATS |= {"mean_ap": ".4f", "memory_mb": ".2f"}
 _FORMATS |= {"cpu_ms": ".3f", "gpu_ms": ".3f", "frame_ms": ".3f", "frames_per_second": ".1f"}
 _FORMATS |= {"params": ",", "flops": ","}
 _STEP_COLUMNS = ("candidate_id", "genome_id", "parent_id", "mutation", "status", "reason")
@@ -143,6 +144,7 @@ def write_plots(
     frame: pd.DataFrame, objectives: Sequence[str], run: Path, paths: Sequence[str] | None
 ) -> list[Path]:
     """The Pareto plot to ``paths``; without paths, Pareto and progress plots into ``run/plots``."""
+    from tvnsearch.inspect.hypervolume import run_reference
     from tvnsearch.inspect.plots import SUFFIXES, write_pareto_plot, write_progress_plot
 
     if paths:
@@ -156,7 +158,7 @@ def write_plots(
             if is_pareto:
                 write_pareto_plot(frame, objectives, path)
             else:
-                write_progress_plot(frame, path)
+                write_progress_plot(frame, path, run_reference(run, frame))
         except OSError as exc:
             raise InputError(str(path), f"cannot write: {exc.strerror or exc}") from None
     return [path for path, _ in jobs]

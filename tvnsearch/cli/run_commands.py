@@ -33,7 +33,9 @@ def add_run_parsers(sub: argparse._SubParsersAction) -> None:
     resume.add_argument("run", help="a run folder, results/<name>-<timestamp>")
     resume.add_argument("--address", help="a Ray cluster to run on (default: the recipe's)")
     resume.set_defaults(handler=cmd_resume)
-    status = sub.add_parser("status", help="a run's counts, best so far and pace")
+    status = sub.add_parser(
+        "status", help="a run's counts, best so far, pace and the hypervolume of its front"
+    )
     status.add_argument("run", help="a run folder, results/<name>-<timestamp>")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_status)
@@ -58,10 +60,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from tvnsearch.inspect.hypervolume import describe_hypervolume, hypervolume_summary
     from tvnsearch.search.runs import describe_status, run_status
 
     status = run_status(args.run)
-    print(json.dumps(status, indent=2) if args.json else describe_status(status))
+    status["hypervolume"] = hypervolume_summary(args.run)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(describe_status(status))
+        print(describe_hypervolume(status["hypervolume"]))
     return 0
 
 

@@ -1,7 +1,8 @@
 """Clips as a genome asks for them: ``num_frames`` frames, every ``frame_stride``-th, square.
 
 Training clips start at a random frame, cover a random square of 80-100% of the shorter side
-and are flipped left-right half the time; evaluation clips are centred in time and space. Clips
+and are flipped left-right half the time; evaluation clips are centred in space, at one or more
+fixed positions spread evenly in time (``clip_offsets``; one clip is the centred clip). Clips
 stay uint8 ``(3, T, H, W)`` until the training loop normalises them on the device, where a batch
 of bytes is four times cheaper to move than floats.
 """
@@ -72,8 +73,14 @@ def frame_indices(video_frames: int, spec: ClipSpec, offset: int) -> list[int]:
     return [min(offset + k * spec.frame_stride, video_frames - 1) for k in range(spec.num_frames)]
 
 
-def centred_offset(video_frames: int, spec: ClipSpec) -> int:
-    return max(video_frames - spec.span, 0) // 2
+def clip_offsets(video_frames: int, spec: ClipSpec, num_clips: int) -> list[int]:
+    """Where the evaluation clips of a video start: the middles of ``num_clips`` equal stretches
+    of the starts a clip can take, to the nearest frame (halves down, so that one clip is the
+    centred clip), so that several cover the video evenly. Ascending and distinct: a video with
+    fewer starts than ``num_clips`` gives each start once."""
+    free = max(video_frames - spec.span, 0)
+    halves = 2 * num_clips
+    return sorted({((2 * i + 1) * free + num_clips - 1) // halves for i in range(num_clips)})
 
 
 def random_offset(video_frames: int, spec: ClipSpec, rng: np.random.Generator) -> int:
@@ -107,9 +114,10 @@ def make_clip(
 
 
 class ClipDataset(Dataset):
-    """Clips and targets of ``videos``; training items are ``(index, draw)`` pairs from
-    ``ClipSampler`` so that every clip's randomness is fixed by the seed, whatever the number of
-    DataLoader workers; evaluation items are plain indices."""
+    """Clips and targets of ``videos``. Training items are ``(index, draw)`` pairs from
+    ``ClipSampler``, so that every clip's randomness is fixed by the seed whatever the number of
+    DataLoader workers. Evaluation items are plain indices into ``views``: ``num_clips`` fixed
+    clips per video, each video's side by side (``video_of`` says whose each is)."""
 
     def __init__(
         self,
@@ -121,30 +129,46 @@ class ClipDataset(Dataset):
         multi_label: bool,
         train: bool,
         flip: bool = True,
+        num_clips: int = 1,
     ) -> None:
         self.frames, self.videos, self.spec = frames, list(videos), spec
         self.num_classes, self.multi_label = num_classes, multi_label
         self.train, self.flip = train, flip
+        self.views: list[tuple[int, int]] = [] if train else self._views(num_clips)
+
+    def _views(self, num_clips: int) -> list[tuple[int, int]]:
+        """(video index, offset) of every evaluation clip."""
+        return [
+            (index, offset)
+            for index, video in enumerate(self.videos)
+            for offset in clip_offsets(self.frames.num_frames(video.path), self.spec, num_clips)
+        ]
+
+    @property
+    def video_of(self) -> list[int]:
+        """The video index of each evaluation item."""
+        return [index for index, _ in self.views]
 
     def __len__(self) -> int:
-        return len(self.videos)
+        return len(self.videos) if self.train else len(self.views)
 
     def __getitem__(self, item: int | tuple[int, Draw]) -> tuple[Tensor, Tensor]:
-        index, draw = item if isinstance(item, tuple) else (item, None)
-        rng = np.random.default_rng(draw) if self.train else None
+        index = item[0] if isinstance(item, tuple) else self.views[item][0]
         video = self.videos[index]
         length = self.frames.num_frames(video.path)
-        offset = (
-            centred_offset(length, self.spec)
-            if rng is None
-            else random_offset(length, self.spec, rng)
-        )
+        if isinstance(item, tuple):
+            rng = np.random.default_rng(item[1])
+            offset = random_offset(length, self.spec, rng)
+        else:
+            rng, offset = None, self.views[item][1]
         frames = self.frames.read(video.path, frame_indices(length, self.spec, offset))
         flip = bool(rng is not None and self.flip and rng.random() < 0.5)
         box = crop_box(frames.shape[1], frames.shape[2], rng)
-        return make_clip(frames, self.spec.resolution, box, flip=flip), self._target(video)
+        return make_clip(frames, self.spec.resolution, box, flip=flip), self.target(index)
 
-    def _target(self, video: Video) -> Tensor:
+    def target(self, index: int) -> Tensor:
+        """Video ``index``'s class, or its 0/1 vector of classes when multi-label."""
+        video = self.videos[index]
         if not self.multi_label:
             return torch.tensor(video.labels[0])
         target = torch.zeros(self.num_classes)

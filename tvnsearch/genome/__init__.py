@@ -2,7 +2,8 @@
 
 A ``Genome`` is a frozen record of genes with a canonical JSON form and a content-hash id. This
 room knows nothing of torch: the plan (``plan_network``) fixes every op, width and shape of a
-genome, and its cost (``count_cost``) is counted from that plan.
+genome, its cost (``count_cost``) is counted from that plan, and ``network_id`` names the network
+it builds: one id for genomes that differ only in genes the builder never reads.
 """
 
 import lazy_loader
@@ -21,7 +22,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "space": ["SearchSpace", "load_space", "space_from_dict"],
         "mutation": ["Mutation", "mutate"],
-        "plan": ["NetworkPlan", "plan_network"],
+        "plan": ["NetworkPlan", "network_id", "plan_network"],
         "cost": ["Cost", "count_cost"],
     },
 )

@@ -3,7 +3,9 @@
 High level: the input resolution, frame count, frame stride or pipelining depth, adding or
 removing a block. Low level: a block's repeats, a layer's type, or one layer parameter. Every
 operator draws the new value from the space's domain, so ``mutate`` always returns a genome of
-the same space, valid and different from its parent.
+the same space, valid, and a different network from its parent's: a change of a dead gene (a
+temporal gene once the clip is down to one frame, say) is drawn again, since its child would be
+the parent trained once more under a new id.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.genome.plan import network_id
 from tvnsearch.genome.space import Domain, SearchSpace
 
 Operator = Callable[[Genome, SearchSpace, random.Random], tuple[Genome, str] | None]
@@ -103,17 +106,20 @@ OPERATORS: dict[str, Operator] = {
 def mutate(
     genome: Genome, space: SearchSpace, rng: random.Random, *, max_attempts: int = 200
 ) -> Mutation:
-    """Apply one randomly chosen operator; retried until the child is valid and new."""
+    """Apply one randomly chosen operator; drawn again until the child is valid and builds
+    another network (``network_id``). Raises ``ValueError`` when ``max_attempts`` draws find
+    none: the space fixes every gene that could change this genome's network."""
     names = [n for n in OPERATORS if not (n in space.genome and space.is_fixed(n))]
+    parent_network = network_id(genome)
     for _ in range(max_attempts):
         name = rng.choice(names)
         result = OPERATORS[name](genome, space, rng)
         if result is None:
             continue
         child, description = result
-        if child != genome and not space.geometry_errors(child):
+        if not space.geometry_errors(child) and network_id(child) != parent_network:
             return Mutation(child, name, description)
     raise ValueError(
-        f"no valid mutation of genome {genome.id} in space {space.name!r} "
+        f"no valid mutation of genome {genome.id} in space {space.name!r} changes its network "
         f"after {max_attempts} attempts"
     )

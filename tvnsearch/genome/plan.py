@@ -3,13 +3,15 @@
 ``plan_network`` walks the genome exactly as the reference TVN code does (see SEMANTICS.md in the
 reference folder) and returns, for every instance of every block, which ops run, at which width and
 stride, and the shapes in and out. The builder turns a plan into modules without deciding anything;
-validation and ``show`` read shapes and dead genes from the same plan.
+validation and ``show`` read shapes and dead genes from the same plan, and ``network_id`` names a
+network by its plan, so that genomes that differ only in dead genes are known to be one network.
 
 Shapes are ``(C, T, H, W)`` for one clip. All padding is TensorFlow SAME: ``out = ceil(in / s)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from tvnsearch.genome.genes import Block, Genome
@@ -26,7 +28,7 @@ class OpPlan:
     kernel: int
     stride: int
     width: int
-    act: str
+    act: str | None  # None for a pooling op, which has no activation
 
 
 @dataclass(frozen=True)
@@ -101,16 +103,15 @@ def plan_instance(block: Block, b: int, r: int, in_shape: Shape) -> InstancePlan
     if block.spatial_kernel > 1:
         is_conv = block.spatial_type not in POOLS
         c = op_width if is_conv else c
-        spatial = OpPlan(
-            block.spatial_type, block.spatial_kernel, spatial_stride, c, block.spatial_act
-        )
+        act = block.spatial_act if is_conv else None
+        spatial = OpPlan(block.spatial_type, block.spatial_kernel, spatial_stride, c, act)
         h, w = same_size(h, spatial_stride), same_size(w, spatial_stride)
     temporal = None
     if block.temporal_kernel > 1 and t > 1 and r % 2 == 0:
-        c = op_width if block.temporal_type == "1d" else c
-        temporal = OpPlan(
-            block.temporal_type, block.temporal_kernel, temporal_stride, c, block.temporal_act
-        )
+        is_conv = block.temporal_type not in POOLS
+        c = op_width if is_conv else c
+        act = block.temporal_act if is_conv else None
+        temporal = OpPlan(block.temporal_type, block.temporal_kernel, temporal_stride, c, act)
         t = same_size(t, temporal_stride)
     expand_out = expanded if block.expansion > 0 and not inverted else None
     c = expand_out or c
@@ -140,36 +141,72 @@ def plan_instance(block: Block, b: int, r: int, in_shape: Shape) -> InstancePlan
     )
 
 
+def network_id(genome: Genome) -> str:
+    """16 hex digits naming what ``genome`` builds and trains on, where ``Genome.id`` names its
+    genes: equal for genomes whose differences the builder never sees (dead genes, a squeeze
+    ratio that rounds to the same width), so a mutation that changes nothing built is known
+    for one, and a network trained once is not trained again under other genes."""
+    plan = plan_network(genome)
+    dead_stride = any(d.field == "frame_stride" for d in plan.dead_genes)
+    frame_stride = None if dead_stride else genome.frame_stride  # a clip's, not a layer's
+    # Stages group ``pipeline_depth`` units each (``tvnsearch.models.stages``): any depth past
+    # the number of units is one stage, as that number is; 0 is the clip network.
+    units_per_stage = min(genome.pipeline_depth, len(plan.instances))
+    # A dataclass's repr lists its fields and values in order: the same on every host and run,
+    # and a fifth of the cost of a JSON form.
+    built = repr((plan.instances, frame_stride, units_per_stage))
+    return hashlib.sha256(built.encode()).hexdigest()[:16]
+
+
 def _dead_genes(genome: Genome, instances: list[InstancePlan]) -> tuple[DeadGene, ...]:
     dead = []
+    if genome.num_frames == 1:
+        # ``ClipSpec.span`` is 1: a one-frame clip reads the same frame whatever the stride.
+        dead.append(DeadGene("frame_stride", "a one-frame clip has no stride"))
     for b, block in enumerate(genome.blocks):
-        frames_in = next(p.in_shape[1] for p in instances if p.block == b)
+        own = [p for p in instances if p.block == b]
         dead += [
-            DeadGene(f"blocks[{b}].{field}", why)
-            for field, why in _dead_block_genes(block, frames_in)
+            DeadGene(f"blocks[{b}].{field}", why) for field, why in _dead_block_genes(block, own)
         ]
     return tuple(dead)
 
 
-def _dead_block_genes(block: Block, frames_in: int) -> list[tuple[str, str]]:
-    dead = []
-    if block.spatial_kernel == 1:
-        why = "spatial kernel 1 skips the spatial op"
-        dead += [(f, why) for f in ("spatial_type", "spatial_stride", "spatial_act")]
-    elif block.spatial_type in POOLS:
-        dead.append(("spatial_act", "a pooling op has no activation"))
-    if frames_in == 1:
-        why = "the frame count is already 1, so no temporal op runs"
-        dead += [
-            (f, why)
-            for f in ("temporal_type", "temporal_kernel", "temporal_stride", "temporal_act")
-        ]
-    elif block.temporal_kernel == 1:
-        why = "temporal kernel 1 skips the temporal op"
-        dead += [(f, why) for f in ("temporal_type", "temporal_stride", "temporal_act")]
-    elif block.temporal_type in POOLS:
-        dead.append(("temporal_act", "a pooling op has no activation"))
+def _dead_block_genes(block: Block, instances: list[InstancePlan]) -> list[tuple[str, str]]:
+    """Read off the block's plan: an op that does not run, or runs without the gene."""
+    first = instances[0]
+    dead = _dead_spatial_genes(first.spatial) + _dead_temporal_genes(first)
+    if block.expansion == 0:
+        dead.append(("inverted_bottleneck", "expansion 0 leaves no wider layer to invert"))
+    if not any(_has_conv(p) for p in instances):
+        dead.append(("num_filters", "no convolution in the block takes its width"))
+    if all(p.out_shape[1] != p.in_shape[1] for p in instances):
+        dead.append(("skip", "every repeat changes the frame count, so no shortcut fits"))
     return dead
+
+
+def _dead_spatial_genes(op: OpPlan | None) -> list[tuple[str, str]]:
+    if op is None:
+        why = "spatial kernel 1 skips the spatial op"
+        return [(f, why) for f in ("spatial_type", "spatial_stride", "spatial_act")]
+    return [("spatial_act", "a pooling op has no activation")] if op.act is None else []
+
+
+def _dead_temporal_genes(first: InstancePlan) -> list[tuple[str, str]]:
+    if first.in_shape[1] == 1:
+        why = "the frame count is already 1, so no temporal op runs"
+        names = ("temporal_type", "temporal_kernel", "temporal_stride", "temporal_act")
+        return [(f, why) for f in names]
+    if first.temporal is None:
+        why = "temporal kernel 1 skips the temporal op"
+        return [(f, why) for f in ("temporal_type", "temporal_stride", "temporal_act")]
+    return (
+        [("temporal_act", "a pooling op has no activation")] if first.temporal.act is None else []
+    )
+
+
+def _has_conv(p: InstancePlan) -> bool:
+    ops = [op for op in (p.spatial, p.temporal) if op is not None and op.type not in POOLS]
+    return bool(ops or p.expand_in or p.expand_out or p.project_out)
 
 
 def count_non_local_positions(plan: NetworkPlan) -> int:

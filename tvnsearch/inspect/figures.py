@@ -9,6 +9,12 @@ import numpy as np
 import pandas as pd
 
 from tvnsearch.genome.genes import describe_block, genome_from_dict
+from tvnsearch.inspect.hypervolume import (
+    Reference,
+    hypervolume_by_told,
+    in_told_order,
+    reference_for,
+)
 from tvnsearch.inspect.pareto import MAXIMISE, OBJECTIVES
 from tvnsearch.status import Status
 
@@ -30,6 +36,7 @@ DEVICE_COLUMNS = {"cpu_ms": "cpu_device", "gpu_ms": "gpu_device"}
 FRONT_COLOUR = "#d62728"
 OTHER_COLOUR = "#9e9e9e"
 REJECTED_COLOUR = "#1f77b4"
+HYPERVOLUME_COLOUR = "#2ca02c"
 
 
 def axis_label(name: str, frame: pd.DataFrame) -> str:
@@ -39,11 +46,11 @@ def axis_label(name: str, frame: pd.DataFrame) -> str:
     return LABELS.get(name, name)
 
 
-def progress_table(frame: pd.DataFrame) -> pd.DataFrame:
+def progress_table(frame: pd.DataFrame, reference: Reference | None = None) -> pd.DataFrame:
     """One row per candidate in the order told: ``told`` (1, 2, ...), its ``fitness`` (NaN unless
-    trained), ``best_fitness`` so far and ``rejected_share`` so far."""
-    # Rows are appended in the order told; a stable sort keeps that order for a frame reordered.
-    told = frame.sort_values("num_asked_at_tell", kind="stable")
+    trained), ``best_fitness`` so far, ``rejected_share`` so far and the ``hypervolume`` of the
+    front so far (over ``reference``; default: ``reference_for(frame)``)."""
+    told = in_told_order(frame)
     status = told["status"].to_numpy(dtype=object, na_value="")
     fitness = told["fitness"].to_numpy(dtype=np.float64, na_value=np.nan)
     fitness = np.where(status == str(Status.TRAINED), fitness, np.nan)
@@ -55,6 +62,7 @@ def progress_table(frame: pd.DataFrame) -> pd.DataFrame:
             "fitness": fitness,
             "best_fitness": pd.Series(fitness).cummax().ffill().to_numpy(),
             "rejected_share": np.cumsum(status == str(Status.REJECTED)) / count,
+            "hypervolume": hypervolume_by_told(told, reference or reference_for(frame)),
         }
     )
 

@@ -20,6 +20,7 @@ from tvnsearch.files import atomic_write_bytes
 from tvnsearch.inspect.figures import (
     DEVICE_COLUMNS,
     FRONT_COLOUR,
+    HYPERVOLUME_COLOUR,
     LOG_SCALE,
     OTHER_COLOUR,
     REJECTED_COLOUR,
@@ -27,6 +28,7 @@ from tvnsearch.inspect.figures import (
     maximised,
     progress_table,
 )
+from tvnsearch.inspect.hypervolume import Reference, describe_reference, reference_for
 from tvnsearch.inspect.pareto import candidates, pareto_front
 from tvnsearch.inspect.plots_html import pareto_html, progress_html
 
@@ -48,12 +50,17 @@ def write_pareto_plot(frame: pd.DataFrame, objectives: Sequence[str], path: str 
     return Path(path)
 
 
-def write_progress_plot(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Plot the best fitness so far and the share rejected so far against candidates told."""
-    progress = progress_table(frame)
+def write_progress_plot(
+    frame: pd.DataFrame, path: str | Path, reference: Reference | None = None
+) -> Path:
+    """Plot the best fitness so far and the share rejected so far against candidates told, and
+    below them the hypervolume of the front so far (``progress_table``)."""
+    reference = reference or reference_for(frame)
+    progress = progress_table(frame, reference)
     writer = _progress_png if _suffix(path) == ".png" else progress_html
     title = f"{_run_name(frame)}: progress of the search"
-    writer(progress, Path(path), title, axis_label("fitness", frame))
+    volume = f"hypervolume over {describe_reference(reference)}"
+    writer(progress, Path(path), title, axis_label("fitness", frame), volume)
     return Path(path)
 
 
@@ -141,13 +148,14 @@ def _colour_by(
     fig.colorbar(dots, ax=ax, label=axis_label(objectives[2], rows))
 
 
-def _progress_png(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
+def _progress_png(
+    progress: pd.DataFrame, path: Path, title: str, fitness: str, volume: str
+) -> None:
     fig = _figure()
-    ax = fig.add_subplot()
+    ax, below = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     told = progress["told"].to_numpy()
     ax.scatter(told, progress["fitness"], s=14, c=OTHER_COLOUR, label="fitness of each trained")
     ax.step(told, progress["best_fitness"], where="post", color=FRONT_COLOUR, label="best so far")
-    ax.set_xlabel("candidates evaluated (in the order told)")
     ax.set_ylabel(fitness)
     ax.grid(True, alpha=0.3)
     share = ax.twinx()
@@ -161,4 +169,10 @@ def _progress_png(progress: pd.DataFrame, path: Path, title: str, fitness: str) 
     # Below the axes: inside, it would hide points of one axis or the other.
     fig.legend(handles[0] + more[0], handles[1] + more[1], loc="outside lower center", ncols=3)
     ax.set_title(title, fontsize=11)
+    below.step(told, progress["hypervolume"], where="post", color=HYPERVOLUME_COLOUR)
+    below.set_title(volume, fontsize=9)
+    below.set_ylabel("hypervolume so far")
+    below.set_ylim(bottom=0)
+    below.set_xlabel("candidates evaluated (in the order told)")
+    below.grid(True, alpha=0.3)
     _write_png(path, fig)

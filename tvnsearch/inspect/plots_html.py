@@ -15,6 +15,7 @@ import pandas as pd
 from tvnsearch.files import atomic_write_text
 from tvnsearch.inspect.figures import (
     FRONT_COLOUR,
+    HYPERVOLUME_COLOUR,
     LOG_SCALE,
     OTHER_COLOUR,
     REJECTED_COLOUR,
@@ -77,7 +78,9 @@ def _layout(fig: Any, rows: pd.DataFrame, objectives: Sequence[str], title: str)
     )
 
 
-def progress_html(progress: pd.DataFrame, path: Path, title: str, fitness: str) -> None:
+def progress_html(
+    progress: pd.DataFrame, path: Path, title: str, fitness: str, volume: str
+) -> None:
     import plotly.graph_objects as go
 
     told = progress["told"]
@@ -92,11 +95,15 @@ def progress_html(progress: pd.DataFrame, path: Path, title: str, fitness: str) 
         x=told, y=progress["best_fitness"], name="best so far", mode="lines", **best_line
     )
     fig.add_scatter(x=told, y=progress["rejected_share"] * 100, name="share rejected", **share)
+    below = {"line": {"color": HYPERVOLUME_COLOUR, "shape": "hv"}, "yaxis": "y3"}
+    fig.add_scatter(x=told, y=progress["hypervolume"], name="hypervolume", mode="lines", **below)
     right = {"overlaying": "y", "side": "right", "range": [0, 100], "showgrid": False}
     fig.update_layout(
-        title={"text": title},
-        xaxis={"title": "candidates evaluated (in the order told)"},
-        yaxis={"title": fitness},
+        title={"text": f"{title}<br><sup>below: {volume}</sup>"},
+        # One x axis under both panels: fitness and share above, hypervolume below.
+        xaxis={"title": "candidates evaluated (in the order told)", "anchor": "y3"},
+        yaxis={"title": fitness, "domain": [0.38, 1.0]},
+        yaxis3={"title": "hypervolume so far", "domain": [0.0, 0.28], "rangemode": "tozero"},
         yaxis2={"title": "share rejected so far (%)", "tickmode": "linear", "dtick": 20, **right},
         hovermode="x unified",
         template="plotly_white",

@@ -9,6 +9,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submod_attrs={
         "strategies": ["Candidate", "RandomSearch", "Result", "Strategy", "make_strategy"],
         "evolution": ["Evolution"],
+        "pareto_evolution": ["ParetoEvolution"],
         "engine": ["Engine"],
         "inline": ["InlineExecutor"],
         "worker": ["Evaluation", "Task", "evaluate"],

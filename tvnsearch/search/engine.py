@@ -15,13 +15,14 @@ rebuilds the strategy (``Strategy.replay``). The budget counts candidates told, 
 them: a run of budget N asks exactly ids 0..N-1 and tells each once (a run that wants
 ``num_trained`` trained candidates ends once it has them, asking no more than it may still need).
 Admitted candidates are screened while others train (at most ``num_workers`` wait ready), so that a
-worker that finishes starts again at once; a genome asked while the same genome trains waits for
+worker that finishes starts again at once; a genome asked while the same network trains waits for
 that result and becomes a duplicate, instead of training twice. The driver flushes the lineage every
 ``flush_seconds``: a crash loses at most those rows, and a resume asks and runs them again.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.genes import Genome, genome_from_dict
+from tvnsearch.genome.plan import network_id
 from tvnsearch.measure.gate import Gate, Verdict
 from tvnsearch.measure.profile import Profile
 from tvnsearch.search.lineage import MEASUREMENTS, LineageRecord, LineageWriter
@@ -63,7 +65,7 @@ class Pending:
 
 @dataclass(frozen=True)
 class Known:
-    """The first evaluation of a genome, which a duplicate copies."""
+    """The first evaluation of a network, which a duplicate (under any genes) copies."""
 
     candidate_id: int
     measurements: dict[str, Any]
@@ -81,7 +83,7 @@ class Engine:
     # Gate checks that may run at once on threads of their own (one per profiler): the driver
     # then never waits on a measurement. 0: each check runs in the driver's loop.
     num_measurers: int = 0
-    known: dict[str, Known] = field(default_factory=dict)  # by genome id
+    known: dict[str, Known] = field(default_factory=dict)  # by network id
     progress: Progress | None = None
     flush_seconds: float = 5.0
     poll_seconds: float = 1.0
@@ -95,7 +97,7 @@ class Engine:
     save_profiles: Callable[[tuple[Profile, ...]], object] | None = None
     _ready: deque[Pending] = field(default_factory=deque, init=False)
     _running: dict[int, Pending] = field(default_factory=dict, init=False)
-    _admitted: dict[str, int] = field(default_factory=dict, init=False)  # genome id: candidate
+    _admitted: dict[str, int] = field(default_factory=dict, init=False)  # network id: candidate
     _waiting: dict[str, list[tuple[Candidate, datetime]]] = field(default_factory=dict, init=False)
     _measuring: dict[Future, tuple[Candidate, datetime]] = field(default_factory=dict, init=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False)
@@ -154,21 +156,21 @@ class Engine:
 
     def _screen(self, candidate: Candidate, asked_at: datetime | None = None) -> None:
         asked_at = asked_at or datetime.now(UTC)
-        genome_id = candidate.genome.id
-        if genome_id in self._admitted:  # the same genome is measured or trained: wait for it
-            self._waiting.setdefault(genome_id, []).append((candidate, asked_at))
+        network = network_id(candidate.genome)
+        if network in self._admitted:  # the same network is measured or trained: wait for it
+            self._waiting.setdefault(network, []).append((candidate, asked_at))
             return
         found = self.strategy.lookup(candidate.genome.id)
         if found is not None:
-            first = self.known.get(candidate.genome.id)
+            first = self.known.get(network)
             measurements = dict(first.measurements) if first else {}
             if first:
                 why = measurements.get("reason")
-                same = f"same genome as candidate {first.candidate_id}"
+                same = f"same network as candidate {first.candidate_id}"
                 measurements["reason"] = f"{same}: {why}" if why else same
             self._tell(candidate, found.reused(), asked_at, measurements)
             return
-        self._admitted[genome_id] = candidate.candidate_id
+        self._admitted[network] = candidate.candidate_id
         if self._pool is None:
             self._judged(candidate, asked_at, self.gate.check(candidate.genome))
         else:
@@ -187,7 +189,7 @@ class Engine:
         self._keep_log(candidate.candidate_id, story, measurements)
         result = self._result(verdict.status, None, measurements)
         self._tell(candidate, result, asked_at, measurements)
-        self._release(candidate.genome.id)
+        self._release(candidate.genome)
 
     def _finish(self, pending: Pending, evaluation: Evaluation) -> None:
         measurements = {**pending.measurements, **evaluation.measurements()}
@@ -202,12 +204,13 @@ class Engine:
             # Before the row: a lineage row of a trained candidate never lacks its weights.
             self.save_weights(pending.candidate.candidate_id, evaluation.weights)
         self._tell(pending.candidate, result, pending.asked_at, measurements)
-        self._release(pending.candidate.genome.id)
+        self._release(pending.candidate.genome)
 
-    def _release(self, genome_id: str) -> None:
-        """The genome's first candidate is told: its twins that waited are screened now."""
-        del self._admitted[genome_id]
-        for candidate, asked_at in self._waiting.pop(genome_id, []):
+    def _release(self, genome: Genome) -> None:
+        """The network's first candidate is told: its twins that waited are screened now."""
+        network = network_id(genome)
+        del self._admitted[network]
+        for candidate, asked_at in self._waiting.pop(network, []):
             self._screen(candidate, asked_at)  # a duplicate now; run itself if that failed
 
     def _keep_log(self, candidate_id: int, story: str | None, measurements: dict) -> None:
@@ -216,7 +219,9 @@ class Engine:
 
     def _result(self, status: Status, fitness: float | None, values: Mapping[str, Any]) -> Result:
         names = self.strategy.metric_names
-        return Result(status, fitness, {n: values[n] for n in names if values.get(n) is not None})
+        metrics = {n: values[n] for n in names if values.get(n) is not None}
+        noise = values.get("fitness_noise") if fitness is not None else None
+        return Result(status, fitness, metrics, noise)
 
     def _tell(
         self, candidate: Candidate, result: Result, asked_at: datetime, measurements: dict
@@ -234,7 +239,8 @@ class Engine:
         )
         self.writer.append(record)
         if result.status in (Status.TRAINED, Status.REJECTED):
-            self.known.setdefault(candidate.genome.id, Known(candidate.candidate_id, measurements))
+            first = Known(candidate.candidate_id, measurements)
+            self.known.setdefault(network_id(candidate.genome), first)
         self.tally.add(candidate.candidate_id, result.status, result.fitness)
 
 
@@ -267,5 +273,6 @@ def known_of(records: Iterable[LineageRecord]) -> dict[str, Known]:
     for record in records:
         if record.status in (Status.TRAINED, Status.REJECTED):
             values = {n: getattr(record, n) for n in MEASUREMENTS}
-            known.setdefault(record.genome_id, Known(record.candidate_id, values))
+            genome = genome_from_dict(json.loads(record.genome_json), source="lineage")
+            known.setdefault(network_id(genome), Known(record.candidate_id, values))
     return known

@@ -1,11 +1,18 @@
 """Tournament evolution as in the TVN paper, steady-state and asynchronous, optionally aging.
 
-Until ``initial_size`` candidates with a fitness have been told, ``ask`` samples random genomes
+Until ``initial_size`` candidates have been trained, ``ask`` samples random genomes
 (the paper: 200), however many are in flight. From then on each new candidate comes from a
 tournament: ``tournament_size`` members of the population drawn uniformly (the paper: 50), the
-fittest is the parent (the lowest candidate id among equals), and one mutation of it is the child.
-Every candidate told with a fitness joins the population at once: there are no generations, so
-workers never wait for each other.
+fittest is the parent, and one mutation of it, a network the parent is not, is the child. Every
+candidate trained joins the population at once: there are no generations, so workers never wait
+for each other. A duplicate does not join (see ``tvnsearch.search.strategies``).
+
+Fitnesses within noise are ties. The fittest contestant ties with every other whose fitness is
+below its own by no more than the larger ``fitness_noise`` of the two; among the tied, the
+network that computes least (counted FLOPs of its blocks) wins, for it reaches the same accuracy
+for less, then the oldest. Where neither noise is known the comparison is strict: the fittest,
+the oldest among equals. No random choice is made, and the lineage keeps every noise, so
+replay repeats every tournament.
 
 The population is unbounded by default, as in the paper. With ``population_size`` it is capped:
 when a member joins a full population the worst leaves, or with ``aging`` (regularized evolution,
@@ -14,19 +21,21 @@ Real et al. 2019) the oldest, which keeps the search from resting on a few lucky
 
 from __future__ import annotations
 
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
-from tvnsearch.genome.mutation import Mutation, mutate
 from tvnsearch.genome.space import SearchSpace
 from tvnsearch.search.strategies import Candidate, Result, Strategy
+from tvnsearch.status import Status
 
 
 @dataclass(frozen=True)
 class Member:
     candidate: Candidate
     fitness: float
+    fitness_noise: float | None = None  # the standard error of ``fitness``; None: not known
 
 
 class Evolution(Strategy):
@@ -66,8 +75,7 @@ class Evolution(Strategy):
         if self._num_joined < self.initial_size:
             return Candidate(candidate_id, self._sample(rng), None, "random", self.name)
         size = min(self.tournament_size, len(self._population))
-        contestants = rng.sample(self._population, size)
-        parent = max(contestants, key=lambda m: (m.fitness, -m.candidate.candidate_id))
+        parent = winner(rng.sample(self._population, size))
         mutation = self._first_mutation(parent.candidate.genome, rng)
         return Candidate(
             candidate_id,
@@ -78,9 +86,10 @@ class Evolution(Strategy):
         )
 
     def _learn(self, candidate: Candidate, result: Result) -> None:
-        if result.fitness is None:  # rejected, failed, or a duplicate of a rejected genome
+        # Rejected, failed, or a duplicate: the network is a member already, or was one.
+        if result.status != Status.TRAINED or result.fitness is None:
             return
-        self._population.append(Member(candidate, result.fitness))
+        self._population.append(Member(candidate, result.fitness, result.fitness_noise))
         self._num_joined += 1
         if self.population_size is not None and len(self._population) > self.population_size:
             self._population.pop(0 if self.aging else self._worst())
@@ -88,14 +97,22 @@ class Evolution(Strategy):
     def _worst(self) -> int:
         return min(range(len(self._population)), key=lambda i: self._population[i].fitness)
 
-    def _first_mutation(self, parent: Genome, rng: random.Random) -> Mutation:
-        """A mutation of ``parent`` whose child passes ``feasible``, if one does in
-        ``MAX_DRAWS`` draws (else the last drawn)."""
-        mutations: list[Mutation] = []
 
-        def draw() -> Genome:
-            mutations.append(mutate(parent, self.space, rng))
-            return mutations[-1].child
+def winner(contestants: Sequence[Member]) -> Member:
+    """The tournament's parent: the fittest, or of those tied with it within noise the one whose
+    blocks compute least, then the oldest."""
+    fittest = max(contestants, key=lambda m: (m.fitness, -m.candidate.candidate_id))
+    tied = [m for m in contestants if m is fittest or _tied(fittest, m)]
+    if len(tied) == 1:
+        return fittest
+    return min(tied, key=lambda m: (_block_flops(m.candidate.genome), m.candidate.candidate_id))
 
-        self._first_feasible(draw)
-        return mutations[-1]
+
+def _tied(fittest: Member, other: Member) -> bool:
+    noises = [n for n in (fittest.fitness_noise, other.fitness_noise) if n is not None]
+    return bool(noises) and fittest.fitness - other.fitness <= max(noises)
+
+
+def _block_flops(genome: Genome) -> int:
+    # The head's FLOPs depend on the dataset's classes, which are the same for every contestant.
+    return sum(count_cost(genome, num_classes=1).block_flops)

@@ -60,6 +60,8 @@ class LineageRecord:
     finished_at: datetime
     reason: str | None = None  # why rejected or failed
     fitness: float | None = None
+    # fitness's standard error over the validation videos (a training seed's noise is not in it)
+    fitness_noise: float | None = None
     top1: float | None = None
     top5: float | None = None
     mean_ap: float | None = None

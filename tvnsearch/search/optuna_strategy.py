@@ -39,12 +39,10 @@ from optuna.trial import BaseTrial, TrialState
 
 from tvnsearch.genome.genes import BLOCK_FIELDS, GENOME_FIELDS, Block, Genome
 from tvnsearch.genome.space import Choice, Domain, Range, SearchSpace, Value
-from tvnsearch.search.strategies import Candidate, Record, Result, Strategy
+from tvnsearch.search.strategies import DIRECTIONS, Candidate, Objectives, Record, Result, Strategy
 from tvnsearch.status import Status
 
 MAX_ASKS_PER_CANDIDATE = 1000  # asks whose genome has impossible geometry, before giving up
-DIRECTIONS = ("maximize", "minimize")
-Objectives = tuple[tuple[str, str], ...]  # (lineage column, direction)
 
 
 def distribution(domain: Domain) -> BaseDistribution:

@@ -83,6 +83,8 @@ class RunConfig:
         ]
         if self.resources.max_retries < 0:
             problems.append(Problem("resources.max_retries", "must be >= 0"))
+        if self.train.val_clips < 1:
+            problems.append(Problem("train.val_clips", "must be >= 1"))
         if problems:
             raise InputError("recipe", problems)
 

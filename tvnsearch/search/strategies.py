@@ -20,8 +20,11 @@ Status of a result and what it does to a strategy:
 - ``rejected`` (broke a constraint before training) and ``failed`` (crashed, ran out of memory,
   diverged): no fitness; never parents, never in a population (the TVN paper discards constraint
   breakers before training), so they take no one's place either.
-- ``duplicate``: a genome evaluated before, its result reused through ``lookup`` instead of being
-  run again; it counts as that result would (a newborn member when it has a fitness).
+- ``duplicate``: a network evaluated before, under these genes or others that build it (see
+  ``tvnsearch.genome.plan.network_id``), its result reused through ``lookup`` instead of being run
+  again. Evolution gives it no place in the population and refreshes nobody's age: the network is
+  a member already, or was one and left, and a clone rejoining as a newborn would outlive its
+  turn under aging. Optuna's strategies tell its trial the reused values.
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from tvnsearch.genome.genes import Genome, genome_from_dict
+from tvnsearch.genome.mutation import Mutation, mutate
+from tvnsearch.genome.plan import network_id
 from tvnsearch.genome.space import SearchSpace
 from tvnsearch.status import Status
 
 MAX_DRAWS = 1000  # random genomes or mutations drawn for one that passes ``feasible``
+DIRECTIONS = ("maximize", "minimize")  # of an objective, as Optuna spells them
+Objectives = tuple[tuple[str, str], ...]  # (lineage column, direction)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,9 @@ class Result:
     status: Status
     fitness: float | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # The standard error of ``fitness`` (what another training seed or validation draw could
+    # move it by): fitnesses closer than this are ties. None where it was not estimated.
+    fitness_noise: float | None = None
 
     def __post_init__(self) -> None:
         if self.fitness is not None and not math.isfinite(self.fitness):
@@ -73,7 +83,7 @@ class Result:
 
     def reused(self) -> Result:
         """This result told again for a duplicate genome (see ``Strategy.lookup``)."""
-        return Result(Status.DUPLICATE, self.fitness, self.metrics)
+        return Result(Status.DUPLICATE, self.fitness, self.metrics, self.fitness_noise)
 
 
 class Record(Protocol):
@@ -87,6 +97,7 @@ class Record(Protocol):
     strategy: str
     status: str
     fitness: float | None
+    fitness_noise: float | None
     num_asked_at_tell: int
 
 
@@ -104,7 +115,8 @@ class Strategy(ABC):
         self._num_asked = 0
         self._in_flight: dict[int, Candidate] = {}
         self._again: deque[Candidate] = deque()  # in flight at a crash: to be asked again
-        self._results: dict[str, Result] = {}  # by genome id, the first told
+        self._results: dict[str, Result] = {}  # by network id, the first told
+        self._networks: dict[str, str] = {}  # genome id: network id, of every genome asked
         # The search's checks that need no measurement (``Gate.passes_bounds``): random and
         # mutated genomes are drawn from those that pass, so that rejections do not eat the
         # random phase. It must answer the same every time (replay asks again), and be set
@@ -128,7 +140,7 @@ class Strategy(ABC):
         else:
             candidate = self._new(self._num_asked)
             self._num_asked += 1
-        self._in_flight[candidate.candidate_id] = candidate
+        self._hand_out(candidate)
         return candidate
 
     def tell(self, candidate: Candidate, result: Result) -> None:
@@ -140,18 +152,20 @@ class Strategy(ABC):
             )
         del self._in_flight[candidate.candidate_id]
         if result.status in (Status.TRAINED, Status.REJECTED):
-            self._results.setdefault(candidate.genome.id, self._kept(result))
+            self._results.setdefault(self._networks[candidate.genome.id], self._kept(result))
         self._learn(candidate, result)
 
     def lookup(self, genome_id: str) -> Result | None:
-        """The result of a genome trained or rejected before, to reuse instead of running it.
+        """The result of the network of a genome this strategy asked, trained or rejected
+        before under any genes that build it, to reuse instead of running it.
 
         A failed genome is not remembered: failures can be transient (a lost worker, an
         out-of-memory beside another job), so it may be run again. Reuse a hit as a duplicate:
         ``strategy.tell(candidate, found.reused())``. The result holds only ``metric_names``, as
         a replay can restore it; the other measurements are in the first evaluation's row.
         """
-        return self._results.get(genome_id)
+        network = self._networks.get(genome_id)
+        return None if network is None else self._results.get(network)
 
     def replay(self, records: Iterable[Record]) -> None:
         """Rebuild this fresh strategy from lineage rows, in the order they were told.
@@ -179,7 +193,12 @@ class Strategy(ABC):
     def _replay_ask(self, record: Record | None) -> None:
         candidate = self._new(self._num_asked) if record is None else self._recorded(record)
         self._num_asked += 1
+        self._hand_out(candidate)
+
+    def _hand_out(self, candidate: Candidate) -> None:
         self._in_flight[candidate.candidate_id] = candidate
+        if candidate.genome.id not in self._networks:
+            self._networks[candidate.genome.id] = network_id(candidate.genome)
 
     def _recorded(self, record: Record) -> Candidate:
         if record.strategy != self.name:
@@ -195,16 +214,28 @@ class Strategy(ABC):
 
     def _result_of(self, record: Record) -> Result:
         metrics = {n: v for n in self.metric_names if (v := getattr(record, n)) is not None}
-        return Result(Status(record.status), record.fitness, metrics)
+        return Result(Status(record.status), record.fitness, metrics, record.fitness_noise)
 
     def _kept(self, result: Result) -> Result:
         metrics = {n: v for n in self.metric_names if (v := result.metrics.get(n)) is not None}
-        return Result(result.status, result.fitness, metrics)
+        return Result(result.status, result.fitness, metrics, result.fitness_noise)
 
     def _sample(self, rng: random.Random) -> Genome:
         """A random genome that passes ``feasible``, if one does within ``MAX_DRAWS`` draws
         (else the last drawn: the gate rejects it, naming why)."""
         return self._first_feasible(lambda: self.space.sample(rng))
+
+    def _first_mutation(self, parent: Genome, rng: random.Random) -> Mutation:
+        """A mutation of ``parent`` whose child passes ``feasible``, if one does in
+        ``MAX_DRAWS`` draws (else the last drawn)."""
+        mutations: list[Mutation] = []
+
+        def draw() -> Genome:
+            mutations.append(mutate(parent, self.space, rng))
+            return mutations[-1].child
+
+        self._first_feasible(draw)
+        return mutations[-1]
 
     def _first_feasible(self, draw: Callable[[], Genome]) -> Genome:
         genome = draw()
@@ -242,6 +273,7 @@ class RandomSearch(Strategy):
 # Imported on first use, so that evolution alone never pays for importing Optuna.
 STRATEGIES = {
     "evolution": "tvnsearch.search.evolution:Evolution",
+    "pareto": "tvnsearch.search.pareto_evolution:ParetoEvolution",
     "random": "tvnsearch.search.strategies:RandomSearch",
     "tpe": "tvnsearch.search.optuna_strategy:TPE",
     "nsga2": "tvnsearch.search.optuna_strategy:NSGAII",

@@ -53,6 +53,8 @@ class Evaluation:
     status: Status  # trained or failed
     reason: str | None = None
     fitness: float | None = None
+    # Standard error of fitness over the validation videos (``TrainResult.fitness_noise``).
+    fitness_noise: float | None = None
     top1: float | None = None
     top5: float | None = None
     mean_ap: float | None = None
@@ -120,6 +122,7 @@ def _evaluate(genome: Genome, task: Task) -> Evaluation:
         status=result.status,
         reason=result.reason,
         fitness=result.fitness,
+        fitness_noise=result.fitness_noise,
         top1=result.top1,
         top5=result.top5,
         mean_ap=result.mean_ap,
