@@ -24,10 +24,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-# A real search end to end: the synthetic benchmark (written once into data/synth), the tiny
-# space, embedded local Ray; a few minutes on a laptop. It prints the run folder at the end.
+# A real search end to end: the synthetic motion benchmark (written once into data/motion), the
+# tiny space, embedded local Ray; a few minutes on a laptop. It prints the run folder at the end.
 search: $(STAMP)
-	@test -f data/synth/synth.json || $(VENV)/bin/tvnsearch data synth --out data/synth
+	@test -f data/motion/synth.json || $(VENV)/bin/tvnsearch data synth --task motion --out data/motion
 	$(VENV)/bin/tvnsearch search runners/local.toml
 
 # Style (ruff) and the direction of dependence between the package's rooms (import-linter

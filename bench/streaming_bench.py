@@ -299,8 +299,8 @@ def sample_genomes(n: int) -> list[Genome]:
 
 @contextlib.contextmanager
 def synth_data(quick: bool) -> Iterator[tuple[Path, Path]]:
-    """``make search``'s synthetic benchmark, written to ``data/synth`` if missing, and its frame
-    cache folder (quick: a smaller benchmark and its cache in a temporary folder)."""
+    """The disc benchmark (``tvnsearch data synth --task disc``), written to ``data/synth`` if
+    missing, and its frame cache folder (quick: a smaller one, in a temporary folder)."""
     if not quick:
         if not (SYNTH / "synth.json").exists():
             write_synth(SYNTH, SynthConfig())

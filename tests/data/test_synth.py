@@ -85,11 +85,11 @@ def test_replaces_a_synthetic_dataset_but_not_other_folders(tmp_path) -> None:
 
 def test_cli_writes_the_dataset(tmp_path, capsys) -> None:
     out = tmp_path / "data" / "synth"
-    argv = ["data", "synth", "--out", str(out), "--num-videos", "18", "--size", "32"]
-    assert main([*argv, "--num-frames", "4", "--seed", "3"]) == 0
+    argv = ["data", "synth", "--out", str(out), "--task", "disc", "--size", "32"]
+    assert main([*argv, "--num-videos", "18", "--num-frames", "4", "--seed", "3"]) == 0
     assert "wrote 9 train and 9 val videos of 9 classes" in capsys.readouterr().out
     assert json.loads((out / "synth.json").read_text())["seed"] == 3
-    assert main(["data", "synth", "--out", str(out), "--num-videos", "5"]) == 2
+    assert main([*argv, "--num-videos", "5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tvnsearch data: synthetic dataset: num_videos: must be >= 18")
     assert err.count("\n") == 1

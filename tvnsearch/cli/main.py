@@ -207,13 +207,20 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="datasets: write the synthetic motion benchmark")
+    data = sub.add_parser("data", help="datasets: write a synthetic benchmark")
     synth = data.add_subparsers(dest="data_command", required=True).add_parser(
         "synth", help="write a synthetic video dataset that rewards temporal models"
     )
     synth.add_argument("--out", required=True, help="folder to write (replaced if synthetic)")
+    synth.add_argument(
+        "--task",
+        default="motion",
+        help="motion (the recipes' benchmark, default) or disc (9 classes, quick)",
+    )
     synth.add_argument("--seed", type=_non_negative_int, default=0)
-    synth.add_argument("--num-videos", type=_positive_int, default=360)
+    synth.add_argument(
+        "--num-videos", type=_positive_int, default=None, help="all splits (the task's default)"
+    )
     synth.add_argument("--size", type=_positive_int, default=64, help="frame side, pixels")
     synth.add_argument("--num-frames", type=_positive_int, default=16)
     synth.set_defaults(handler=cmd_data_synth)
@@ -223,7 +230,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from tvnsearch.data.synth import SynthConfig, write_synth
 
     config = SynthConfig(
-        seed=args.seed, num_videos=args.num_videos, size=args.size, num_frames=args.num_frames
+        seed=args.seed,
+        task=args.task,
+        num_videos=args.num_videos,
+        size=args.size,
+        num_frames=args.num_frames,
     )
     s = write_synth(args.out, config)
     print(

@@ -39,7 +39,15 @@ from optuna.trial import BaseTrial, TrialState
 
 from tvnsearch.genome.genes import BLOCK_FIELDS, GENOME_FIELDS, Block, Genome
 from tvnsearch.genome.space import Choice, Domain, Range, SearchSpace, Value
-from tvnsearch.search.strategies import DIRECTIONS, Candidate, Objectives, Record, Result, Strategy
+from tvnsearch.search.strategies import (
+    DIRECTIONS,
+    Candidate,
+    Objectives,
+    Record,
+    Result,
+    Strategy,
+    check_objectives,
+)
 from tvnsearch.status import Status
 
 MAX_ASKS_PER_CANDIDATE = 1000  # asks whose genome has impossible geometry, before giving up
@@ -147,12 +155,7 @@ class OptunaStrategy(Strategy):
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler: ...
 
     def tell(self, candidate: Candidate, result: Result) -> None:
-        missing = [n for n, _ in self.objectives if result.value(n) is None]
-        if result.fitness is not None and missing:
-            raise ValueError(
-                f"candidate {candidate.candidate_id} has a fitness, so it needs every objective, "
-                f"but it has no value for {missing}"
-            )
+        check_objectives(candidate, result, self.objectives)
         super().tell(candidate, result)
 
     def _new(self, candidate_id: int) -> Candidate:

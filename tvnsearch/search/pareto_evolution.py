@@ -35,7 +35,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tvnsearch.genome.space import SearchSpace
-from tvnsearch.search.strategies import DIRECTIONS, Candidate, Objectives, Result, Strategy
+from tvnsearch.search.strategies import (
+    DIRECTIONS,
+    Candidate,
+    Objectives,
+    Result,
+    Strategy,
+    check_objectives,
+)
 from tvnsearch.status import Status
 
 Costs = tuple[float, ...]  # the objectives, negated where maximised: lower is better
@@ -151,12 +158,7 @@ class ParetoEvolution(Strategy):
         return self._standing
 
     def tell(self, candidate: Candidate, result: Result) -> None:
-        missing = [n for n, _ in self.objectives if result.value(n) is None]
-        if result.fitness is not None and missing:
-            raise ValueError(
-                f"candidate {candidate.candidate_id} has a fitness, so it needs every objective, "
-                f"but it has no value for {missing}"
-            )
+        check_objectives(candidate, result, self.objectives)
         super().tell(candidate, result)
 
     def _new(self, candidate_id: int) -> Candidate:

@@ -86,6 +86,16 @@ class Result:
         return Result(Status.DUPLICATE, self.fitness, self.metrics, self.fitness_noise)
 
 
+def check_objectives(candidate: Candidate, result: Result, objectives: Objectives) -> None:
+    """Refuse a result with a fitness that lacks one of a multi-objective strategy's objectives."""
+    missing = [n for n, _ in objectives if result.value(n) is None]
+    if result.fitness is not None and missing:
+        raise ValueError(
+            f"candidate {candidate.candidate_id} has a fitness, so it needs every objective, "
+            f"but it has no value for {missing}"
+        )
+
+
 class Record(Protocol):
     """What ``replay`` reads of a lineage row (and the ``metric_names`` columns of a strategy);
     ``tvnsearch.search.lineage.LineageRecord`` is one."""
