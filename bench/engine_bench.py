@@ -1,4 +1,4 @@
-"""Engine benchmark: loop overhead, parallel efficiency, two-node cluster, kill -9, search quality.
+"""Engine benchmark: loop overhead, parallel efficiency, two-node cluster, kill -9.
 
 overhead  10,000 candidates with an evaluator that returns at once, through the real loop (strategy,
           gate, lookup, lineage writer, bookkeeping) in this process; ms per candidate and the
@@ -11,11 +11,11 @@ cluster   `ray start --head --num-cpus=1` plus a second node (`ray start --addre
           killed mid-training; no candidate may be lost and both nodes must have trained.
 kill      `tvnsearch search` killed with SIGKILL mid-search, then `tvnsearch resume`: the lineage
           must hold each candidate id once, none missing, the budget complete.
-quality   evolution, random search and TPE at an equal budget, several seeds: best fitness.
+(Search quality, strategy against strategy at equal compute, is bench/search_quality.py's.)
 
 The machine may be shared: the load average and the busiest other processes are recorded.
 
-    .venv/bin/python bench/engine_bench.py [--section overhead ...] [--out FILE] [--seeds 3]
+    .venv/bin/python bench/engine_bench.py [--section overhead ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from typing import Any
 
 import psutil
 
-from tvnsearch.genome.genes import Genome
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.measure.device import cpu_model
@@ -47,21 +45,19 @@ from tvnsearch.search.launch import run_search
 from tvnsearch.search.lineage import LineageWriter, read_lineage
 from tvnsearch.search.progress import Tally
 from tvnsearch.search.runs import create_run
-from tvnsearch.search.worker import Evaluation
+from tvnsearch.search.worker import Evaluation, Job
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_runs import ROOT, TINY, WORK, cluster, kill, pace, quiet, recipe
 
 RESULTS = ROOT / "bench" / "results" / "engine_bench.json"
-SECTIONS = ("overhead", "parallel", "cluster", "kill", "quality")
+SECTIONS = ("overhead", "parallel", "cluster", "kill")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--section", action="append", choices=SECTIONS, help="(default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--seeds", type=int, default=3, help="quality: seeds per strategy")
-    parser.add_argument("--budget", type=int, default=30, help="quality: candidates per search")
     parser.add_argument("--iterations", type=int, default=60, help="training steps per candidate")
     args = parser.parse_args(argv)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -69,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.section or SECTIONS:
         before = conditions()
         result = SECTION_RUNS[name](args)
-        key = f"{name}_budget_{args.budget}" if name == "quality" else name
-        report[key] = {**result, "conditions": {"before": before, "after": conditions()}}
+        report[name] = {**result, "conditions": {"before": before, "after": conditions()}}
         print(f"\n== {name} ==\n{table(result)}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -118,8 +113,8 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def instant(genome: Genome, task: object) -> Evaluation:
-    return Evaluation("trained", fitness=int(genome.id[:6], 16) % 1000 / 1000)
+def instant(job: Job, task: object) -> Evaluation:
+    return Evaluation("trained", fitness=int(job.genome.id[:6], 16) % 1000 / 1000)
 
 
 # overhead ---------------------------------------------------------------------------------------
@@ -220,48 +215,11 @@ def parallel(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "speedup": speedup, "same_candidates": same, "target": ">= 1.8x"}
 
 
-# quality ----------------------------------------------------------------------------------------
-
-
-QUALITY = {
-    "evolution": {"initial_size": 10, "tournament_size": 5},
-    "random": {},
-    "tpe": {},
-}
-
-
-def quality(args: argparse.Namespace) -> dict[str, Any]:
-    rows, best = [], {}
-    for seed in range(args.seeds):
-        for name, options in QUALITY.items():
-            path = recipe(
-                WORK / f"quality-{name}-{seed}.toml",
-                strategy=name,
-                options=options,
-                budget=args.budget,
-                seed=seed,
-                iterations=args.iterations,
-                num_workers=2,
-            )
-            run_dir = create_run(path, results_dir=WORK / "results")
-            with quiet() as stream:
-                run_search(run_dir, stream=stream)
-            rows.append({"strategy": name, "seed": seed, **pace(run_dir)})
-            best.setdefault(name, []).append(rows[-1]["best_fitness"] or 0.0)
-            print(rows[-1], flush=True)
-    summary = {
-        n: {"mean": statistics.mean(v), "stdev": statistics.pstdev(v), "runs": v}
-        for n, v in best.items()
-    }
-    return {"rows": rows, "best_fitness": summary, "budget": args.budget}
-
-
 SECTION_RUNS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "overhead": overhead,
     "parallel": parallel,
     "cluster": cluster,
     "kill": kill,
-    "quality": quality,
 }
 
 if __name__ == "__main__":

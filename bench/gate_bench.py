@@ -62,7 +62,7 @@ from tvnsearch.search.engine import Engine
 from tvnsearch.search.evolution import Evolution
 from tvnsearch.search.lineage import LineageWriter, read_lineage
 from tvnsearch.search.progress import Progress, Tally
-from tvnsearch.search.worker import Evaluation
+from tvnsearch.search.worker import Evaluation, Job
 from tvnsearch.status import Status
 
 ROOT = Path(__file__).parents[1]
@@ -340,8 +340,8 @@ class _Instant:
     def num_running(self) -> int:
         return len(self._done)
 
-    def submit(self, key: int, genome: Genome) -> None:
-        self._done.append((key, Evaluation("trained", fitness=int(genome.id[:6], 16) / 2**24)))
+    def submit(self, key: int, job: Job) -> None:
+        self._done.append((key, Evaluation("trained", fitness=int(job.genome.id[:6], 16) / 2**24)))
 
     def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:
         done, self._done = self._done, []
@@ -372,7 +372,7 @@ class SimulatedCluster:
     def num_running(self) -> int:
         return len(self._heap)
 
-    def submit(self, key: int, genome: Genome) -> None:
+    def submit(self, key: int, job: Job) -> None:
         self._catch_up()
         seconds = math.exp(self._rng.gauss(math.log(1200.0), 1.45))
         self.tasks.append((self.now, self.now + seconds))

@@ -10,9 +10,23 @@
             genomes, failures.
 (reference) Hand-made genomes of the tiny space (one frame; small temporal; wider and deeper
             temporal), same settings and seeds: where random genomes stand between them.
+(compare)   Best fitness found over training compute (iterations), at equal compute, one search
+            per strategy and seed: random search, evolution, evolution with multi-fidelity
+            training (ASHA, 3 rungs), Optuna's TPE; local.toml's recipe with a tighter runtime
+            constraint (``COMPARE_MAX_CPU_MS``), ``quality_runs.COMPUTE_FULL`` full trainings'
+            worth of iterations each (``bench/quality_runs.py`` says how trainings are shared).
+            Per seed, evolution's and random search's final best, Wilcoxon's signed-rank test
+            (exact, one-sided); the share of the compute at which multi-fidelity evolution has
+            reached random search's final best (goal <= 30 %).
+(front)     The same for the accuracy/latency front: hypervolume of fitness x cpu_ms (reference
+            point: fitness 0, the runtime constraint) over compute, for Pareto evolution, Optuna's
+            NSGA-II and random search.
+Plots: bench/results/search_quality-compare.png, search_quality-front.png.
 
-    nice -n 10 .venv/bin/python bench/search_quality.py [--sections snr reference] [--quick]
-        [--data DIR] [--jobs 2] [--out FILE]
+    nice -n 10 .venv/bin/python bench/search_quality.py [--sections snr reference compare front]
+        [--quick] [--seeds 5] [--data DIR] [--jobs 2] [--out FILE]
+
+compare and front run together when both are asked (their searches share random search's).
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -32,17 +47,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import quality_runs
 import torch
 from data_bench import block  # run from bench/: its plain block, genes set by name
+from quality_runs import ARMS, MULTI, SINGLE
 
 from tvnsearch.cli.main import main as tvnsearch_main
 from tvnsearch.data.frame_cache import FrameCache
 from tvnsearch.genome.genes import Genome
 from tvnsearch.genome.space import load_space
+from tvnsearch.inspect.hypervolume import Reference, hypervolume_by_told, in_told_order
 from tvnsearch.measure.device import device_signature
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import Settings
 from tvnsearch.measure.profiler import Profiler
+from tvnsearch.search.lineage import read_lineage
 from tvnsearch.search.recipe import RunConfig, load_recipe
 from tvnsearch.train.training import TrainConfig, TrainData, prepare_data, train_genome
 
@@ -50,6 +69,10 @@ ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "runners" / "local.toml"
 RESULTS = Path(__file__).parent / "results" / "search_quality.json"
 SEEDS = (0, 1)  # training seeds: weights, clip order, offsets, crops, flips
+# compare and front: local.toml's 4 ms admits networks that take a minute to train here; this
+# keeps dozens of searches within an hour, and is the same constraint for every strategy.
+COMPARE_MAX_CPU_MS = 2.0
+PLOTS = RESULTS.parent / "search_quality-{}.png"
 
 
 # All inside search_spaces/tiny.toml; (resolution, frames, stride, pipelining depth, blocks).
@@ -256,8 +279,243 @@ def _reference_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-SECTIONS = {"snr": snr, "reference": reference}
-LINES = {"snr": _snr_lines, "reference": _reference_lines}
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    runs = _searches(args)
+    full = load_recipe(RECIPE).train.iterations
+    budget = args.compute * full
+    grid = np.linspace(0, budget, 41)
+    curves: dict[str, list[list[float]]] = {}
+    finals: dict[str, dict[int, float]] = {}
+    for run in runs:
+        if run["arm"] not in SINGLE:
+            continue
+        told = quality_runs.spent_and_best(run["run_dir"], full)
+        at = quality_runs.best_at(told, grid)
+        curves.setdefault(run["arm"], []).append([_num(x) for x in at])
+        finals.setdefault(run["arm"], {})[run["seed"]] = _num(at[-1])
+    seeds = sorted(finals["random"])
+    pairs = {f"{a} > {b}": _paired(finals, a, b, seeds) for a, b in PAIRS}
+    paired = pairs["evolution > random"]["differences"]
+    p_value, num_pairs = quality_runs.wilcoxon_greater(paired)
+    reach = {
+        s: _first_reach(grid, curves["evolution+asha"][i], finals["random"][s]) / budget
+        for i, s in enumerate(seeds)
+    }
+    _plot(args.out.parent / PLOTS.name.format("compare"), grid / full, curves, "best fitness")
+    return {
+        "recipe": f"{RECIPE.relative_to(ROOT)}, max_cpu_ms {COMPARE_MAX_CPU_MS}",
+        "compute_full_trainings": args.compute,
+        "iterations_per_training": full,
+        "arms": {a: dataclasses.asdict(ARMS[a]) for a in SINGLE},
+        "seeds": seeds,
+        "final_best": finals,
+        "evolution_minus_random": paired,
+        "evolution_wins": sum(d > 0 for d in paired),
+        "wilcoxon_p_one_sided": p_value,
+        "wilcoxon_pairs": num_pairs,
+        "pairs": pairs,
+        "asha_reaches_random_final_at": reach,
+        "asha_reach_median": float(np.median(list(reach.values()))),
+        "grid_full_trainings": list(grid / full),
+        "curves": curves,
+        "counts": _counts(runs, SINGLE),
+    }
+
+
+def front(args: argparse.Namespace) -> dict[str, Any]:
+    runs = _searches(args)
+    full = load_recipe(RECIPE).train.iterations
+    budget = args.compute * full
+    grid = np.linspace(0, budget, 41)
+    reference = Reference(("fitness", "cpu_ms"), (0.0, COMPARE_MAX_CPU_MS), ("", ""))
+    curves: dict[str, list[list[float]]] = {}
+    finals: dict[str, dict[int, float]] = {}
+    for run in runs:
+        if run["arm"] not in MULTI:
+            continue
+        frame = in_told_order(read_lineage(run["run_dir"]))
+        spent = quality_runs.spent_and_best(run["run_dir"], full)["spent"].to_numpy()
+        volumes = hypervolume_by_told(frame, reference)
+        index = np.searchsorted(spent, grid, side="right") - 1
+        at = np.where(index >= 0, volumes[np.maximum(index, 0)], 0.0)
+        curves.setdefault(run["arm"], []).append([float(x) for x in at])
+        finals.setdefault(run["arm"], {})[run["seed"]] = float(at[-1])
+    seeds = sorted(finals["random"])
+    tests = {}
+    for arm in ("pareto", "nsga2"):
+        paired = [finals[arm][s] - finals["random"][s] for s in seeds]
+        p_value, _ = quality_runs.wilcoxon_greater(paired)
+        tests[arm] = {"minus_random": paired, "wins": sum(d > 0 for d in paired), "p": p_value}
+    _plot(args.out.parent / PLOTS.name.format("front"), grid / full, curves, "hypervolume")
+    return {
+        "reference_point": {"fitness": 0.0, "cpu_ms": COMPARE_MAX_CPU_MS},
+        "seeds": seeds,
+        "final_hypervolume": finals,
+        "against_random": tests,
+        "grid_full_trainings": list(grid / full),
+        "curves": curves,
+        "counts": _counts(runs, MULTI),
+    }
+
+
+PAIRS = (  # (a, b): does a end better than b, seed by seed?
+    ("evolution", "random"),
+    ("evolution+asha", "random"),
+    ("evolution+asha", "evolution"),
+    ("evolution+inherit", "evolution"),
+    ("tpe", "random"),
+    ("evolution", "tpe"),
+)
+
+
+def _paired(finals: dict, a: str, b: str, seeds: list[int]) -> dict[str, Any]:
+    """Final bests of ``a`` and ``b`` seed by seed: differences, wins, Wilcoxon's p (a > b)."""
+    nan = float("nan")
+    differences = [
+        (finals[a][s] if finals[a][s] is not None else nan)
+        - (finals[b][s] if finals[b][s] is not None else nan)
+        for s in seeds
+    ]
+    differences = [d for d in differences if not np.isnan(d)]
+    p_value, used = quality_runs.wilcoxon_greater(differences)
+    return {
+        "differences": differences,
+        "wins": sum(d > 0 for d in differences),
+        "losses": sum(d < 0 for d in differences),
+        "p_one_sided": p_value,
+        "pairs_used": used,
+    }
+
+
+def _searches(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every search compare and front need, run once per benchmark run, ``args.jobs`` seeds at
+    once (a seed's searches in one process, in the order of ``ARMS``: random search first)."""
+    if getattr(args, "searches", None) is not None:
+        return args.searches
+    recipe = load_recipe(RECIPE, [f"constraints.max_cpu_ms={COMPARE_MAX_CPU_MS}"])
+    work = ROOT / "bench" / "out" / "search_quality"  # kept: run folders, curves, the data
+    data = work / "motion"
+    if not data.exists() and tvnsearch_main(["data", "synth", "--out", str(data)]) != 0:
+        raise SystemExit("could not write the default benchmark")
+    prepare_data(data, FrameCache(args.cache, short_side=recipe.data.cache_size))  # decode once
+    wanted = [a for a in ARMS if a in SINGLE and "compare" in args.sections] + [
+        a for a in ARMS if a in MULTI and "front" in args.sections
+    ]
+    arms = [a for a in ARMS if a in wanted]
+    shutil.rmtree(work / "runs", ignore_errors=True)  # the curves stay: see quality_runs
+    jobs = [
+        (s, arms, recipe, str(data), str(args.cache), work, args.compute) for s in range(args.seeds)
+    ]
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+        args.searches = [run for runs in pool.map(quality_runs.run_seed, jobs) for run in runs]
+    for run in args.searches:
+        run["counts"] = _run_counts(run["run_dir"])
+    return args.searches
+
+
+def _run_counts(run_dir: str) -> dict[str, int]:
+    frame = read_lineage(run_dir)
+    counts = frame["status"].astype(str).value_counts().to_dict()
+    stopped = int((frame["iterations"] < load_recipe(RECIPE).train.iterations).sum())
+    return {**{k: int(v) for k, v in counts.items()}, "stopped_at_a_rung": stopped}
+
+
+def _counts(runs: list[dict[str, Any]], arms: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per arm, the mean over seeds of each count: told, trained, rejected, duplicates..."""
+    table: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        rows = pd.DataFrame([r["counts"] for r in runs if r["arm"] == arm]).fillna(0)
+        table[arm] = {k: float(v) for k, v in rows.mean().items()}
+    return table
+
+
+def _first_reach(grid: np.ndarray, curve: list[float], target: float) -> float:
+    """The compute at which ``curve`` first reaches ``target``; inf if it never does."""
+    hits = [g for g, v in zip(grid, curve, strict=True) if v is not None and v >= target]
+    return float(hits[0]) if hits else float("inf")
+
+
+def _num(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def _plot(path: Path, x: np.ndarray, curves: dict[str, list[list[float]]], label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for i, (arm, runs) in enumerate(curves.items()):
+        colour = f"C{i}"
+        values = np.array([[np.nan if v is None else v for v in run] for run in runs], dtype=float)
+        for run in values:
+            axes.plot(x, run, color=colour, alpha=0.25, linewidth=0.8)
+        mean = np.nanmean(np.where(np.isnan(values), np.nan, values), axis=0)
+        axes.plot(x, mean, color=colour, linewidth=2.2, label=f"{arm} (mean of {len(runs)})")
+    axes.set_xlabel(
+        f"training compute (full trainings of {load_recipe(RECIPE).train.iterations} iterations)"
+    )
+    axes.set_ylabel(label)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _compare_lines(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"compare ({len(r['seeds'])} seeds, {r['compute_full_trainings']} full trainings of "
+        f"compute each; {r['recipe']})",
+        "  arm              final best per seed                 mean   told  trained  stopped",
+    ]
+    for arm, finals in r["final_best"].items():
+        values = [finals[s] for s in r["seeds"]]
+        cells = " ".join(f"{v:.3f}" if v is not None else "  -  " for v in values)
+        c = r["counts"][arm]
+        mean = np.mean([v for v in values if v is not None])
+        told = sum(v for k, v in c.items() if k != "stopped_at_a_rung")
+        lines.append(
+            f"  {arm:<16} {cells:<35} {mean:.3f}  {told:5.0f}  {c.get('trained', 0):7.0f}  "
+            f"{c.get('stopped_at_a_rung', 0):7.0f}"
+        )
+    for name, t in r["pairs"].items():
+        lines.append(
+            f"  {name:<32} wins {t['wins']}, losses {t['losses']} of {len(r['seeds'])} seeds; "
+            f"mean difference {np.mean(t['differences']):+.3f}; Wilcoxon one-sided "
+            f"p = {t['p_one_sided']:.3f}"
+        )
+    lines += [
+        "  evolution+asha reaches random's final best at "
+        + ", ".join(f"{v:.0%}" for v in r["asha_reaches_random_final_at"].values())
+        + f" of the compute (median {r['asha_reach_median']:.0%}; goal <= 30 %)",
+    ]
+    return lines
+
+
+def _front_lines(r: dict[str, Any]) -> list[str]:
+    point = r["reference_point"]
+    lines = [f"front ({len(r['seeds'])} seeds; hypervolume of fitness x cpu_ms from {point})"]
+    for arm, finals in r["final_hypervolume"].items():
+        cells = " ".join(f"{finals[s]:.3f}" for s in r["seeds"])
+        lines.append(f"  {arm:<8} {cells}  mean {np.mean(list(finals.values())):.3f}")
+    for arm, t in r["against_random"].items():
+        lines.append(
+            f"  {arm} beats random on {t['wins']} of {len(r['seeds'])} seeds; Wilcoxon one-sided "
+            f"p = {t['p']:.3f}"
+        )
+    return lines
+
+
+SECTIONS = {"snr": snr, "reference": reference, "compare": compare, "front": front}
+LINES = {
+    "snr": _snr_lines,
+    "reference": _reference_lines,
+    "compare": _compare_lines,
+    "front": _front_lines,
+}
 
 
 def main() -> None:
@@ -267,8 +525,13 @@ def main() -> None:
     parser.add_argument("--num-genomes", type=int, default=None, help="snr: instead of 50")
     parser.add_argument("--data", type=Path, default=None, help="a benchmark already written")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at once (2)")
+    parser.add_argument("--seeds", type=int, default=5, help="compare, front: seeds (5)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--compute", type=int, default=None, help="compare, front: full trainings")
     args = parser.parse_args()
+    args.compute = args.compute or (3 if args.quick else quality_runs.COMPUTE_FULL)
+    if args.quick:
+        args.seeds = min(args.seeds, 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results |= {"device": device_signature("cpu", 1).key, "load_before": os.getloadavg()}

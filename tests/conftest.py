@@ -44,6 +44,7 @@ strategy = "evolution"
 budget = 20
 num_trained = 8
 seed = 3
+inherit_weights = true      # mutated children start from their parent's weights
 [search.options]
 initial_size = 4
 tournament_size = 2
@@ -52,8 +53,10 @@ path = "{data}"
 cache_dir = "{cache}"
 cache_size = 64
 [train]
-iterations = 3
+iterations = 4
 batch_size = 4
+rungs = 2                   # multi-fidelity: scored at 2 iterations, the better half go on to 4
+reduction_factor = 2.0
 [constraints]
 max_flops = 20_000_000
 max_cpu_ms = 10_000.0
@@ -72,7 +75,8 @@ def searched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Every candidate is measured, but its runtime budget is one no tiny candidate breaks on any
     machine; candidates are rejected by their measured peak memory (the allocator's count, the
     same on every machine with this torch), so which are rejected, trained and mutated is the
-    same everywhere."""
+    same everywhere. Training is multi-fidelity: candidates below the median at the first rung
+    stop there."""
     from tvnsearch.data.synth import SynthConfig, write_synth
 
     root = tmp_path_factory.mktemp("searched")

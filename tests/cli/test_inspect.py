@@ -142,9 +142,9 @@ def test_lineage_of_an_unknown_id_exits_2(capsys, searched_run) -> None:
 
 
 def test_lineage_shows_a_failed_candidate_s_reason_and_log(capsys, tmp_path, tiny_space) -> None:
-    def broken(genome, task) -> Evaluation:
+    def broken(job, task) -> Evaluation:
         try:
-            raise ValueError(f"cannot train {genome.id}")
+            raise ValueError(f"cannot train {job.genome.id}")
         except ValueError as exc:
             return failed(exc)
 

@@ -59,6 +59,15 @@ def test_status_reports_the_hypervolume_of_the_front_over_time(capsys, searched_
     assert lines[-1].strip().endswith("after 75% of the candidates told")
 
 
+def test_status_counts_how_far_multi_fidelity_training_went(capsys, searched_run) -> None:
+    trained = read_lineage(searched_run).query("status == 'trained'")
+    reached = status_json(capsys, searched_run)["iterations_reached"]
+    assert reached == {str(i): int((trained["iterations"] == i).sum()) for i in (2, 4)}
+    assert main(["status", str(searched_run)]) == 0
+    line = f"rungs    trained candidates by the iterations they reached: {reached['2']} at 2"
+    assert line in capsys.readouterr().out
+
+
 def test_a_recipe_names_the_objectives_of_its_front(capsys, searched_run, tmp_path) -> None:
     run = Path(shutil.copytree(searched_run, tmp_path / searched_run.name))
     recipe = (run / "recipe.toml").read_text().replace('"evolution"', '"pareto"')

@@ -25,7 +25,7 @@ from tvnsearch.measure.device import device_signature
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import Profile
 from tvnsearch.measure.profiler import ProfilerPool
-from tvnsearch.search.engine import Engine, gate_measurements, known_of
+from tvnsearch.search.engine import Engine, gate_measurements, known_of, rung_history_of
 from tvnsearch.search.evolution import Evolution
 from tvnsearch.search.inline import InlineExecutor
 from tvnsearch.search.lineage import (
@@ -38,22 +38,36 @@ from tvnsearch.search.lineage import (
 from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.runs import save_run_log
 from tvnsearch.search.strategies import Candidate, RandomSearch, Result, Strategy
-from tvnsearch.search.worker import Evaluation, failed
+from tvnsearch.search.worker import Evaluation, Job, failed
 from tvnsearch.status import Status
+from tvnsearch.train.fidelity import (
+    RungHistory,
+    Rungs,
+    rungs_from_json,
+    rungs_of,
+    rungs_to_json,
+    stop_rung,
+)
+from tvnsearch.train.training import TrainConfig
 
 MAX_PARAMS = 20_000  # rejects a good share of the tiny space
 
 
-def score(genome: Genome, task: object = None) -> Evaluation:
+def score(genome: Genome) -> Evaluation:
     fitness = int(genome.id[:6], 16) % 1000 / 1000
     return Evaluation("trained", fitness=fitness, fitness_noise=fitness / 10, train_seconds=0.0)
+
+
+def scored(job: Job, task: object = None) -> Evaluation:
+    """A fake evaluator: the job's genome, scored at once."""
+    return score(job.genome)
 
 
 def run(
     run_dir: Path,
     strategy: Strategy,
     budget: int,
-    evaluator: Callable = score,
+    evaluator: Callable = scored,
     *,
     num_workers: int = 2,
     num_measurers: int = 0,
@@ -61,6 +75,7 @@ def run(
     executor: InlineExecutor | None = None,
     gate: Gate | None = None,
     writer: type[LineageWriter] = LineageWriter,
+    train: TrainConfig | None = None,
 ) -> Tally:
     """Run (or resume, as ``tvnsearch.search.launch.run_search`` does) a search without Ray."""
     frame = read_lineage(run_dir) if (run_dir / "lineage").exists() else None
@@ -81,6 +96,7 @@ def run(
             num_workers=num_workers,
             num_measurers=num_measurers,
             known=known_of(records),
+            rung_history=rung_history_of(train, records) if train else None,
             progress=Progress(tally, stream=stream or io.StringIO()),
             save_log=partial(save_run_log, run_dir),
         )
@@ -94,9 +110,9 @@ def evolution(space: SearchSpace) -> Evolution:
 def test_the_budget_is_candidates_told_each_once_in_order(tmp_path, tiny_space) -> None:
     calls: list[str] = []
 
-    def counting(genome: Genome, task: object) -> Evaluation:
-        calls.append(genome.id)
-        return score(genome)
+    def counting(job: Job, task: object) -> Evaluation:
+        calls.append(job.genome.id)
+        return score(job.genome)
 
     tally = run(tmp_path, evolution(tiny_space), 30, counting)
     frame = read_lineage(tmp_path)
@@ -113,10 +129,10 @@ def test_the_budget_is_candidates_told_each_once_in_order(tmp_path, tiny_space) 
 
 
 def test_a_candidate_that_fails_is_recorded_and_the_search_goes_on(tmp_path, tiny_space) -> None:
-    def flaky(genome: Genome, task: object) -> Evaluation:
-        if int(genome.id, 16) % 2:
+    def flaky(job: Job, task: object) -> Evaluation:
+        if int(job.genome.id, 16) % 2:
             return Evaluation("failed", reason="loss became nan at iteration 3")
-        return score(genome)
+        return score(job.genome)
 
     run(tmp_path, evolution(tiny_space), 20, flaky)
     frame = read_lineage(tmp_path)
@@ -143,9 +159,9 @@ def small(genome: Genome) -> bool:
 def test_a_duplicate_reuses_the_first_result_and_its_measurements(tmp_path, tiny_space) -> None:
     calls = []
 
-    def counting(genome: Genome, task: object) -> Evaluation:
-        calls.append(genome.id)
-        return score(genome)
+    def counting(job: Job, task: object) -> Evaluation:
+        calls.append(job.genome.id)
+        return score(job.genome)
 
     run(tmp_path, RandomSearch(one_genome_space(tiny_space), seed=0), 5, counting)
     frame = read_lineage(tmp_path)
@@ -173,9 +189,9 @@ def test_genes_that_build_the_same_network_are_trained_once(tmp_path, tiny_space
     assert other_genes.id != one_frame.id and network_id(other_genes) == network_id(one_frame)
     calls = []
 
-    def counting(genome: Genome, task: object) -> Evaluation:
-        calls.append(genome.id)
-        return score(genome)
+    def counting(job: Job, task: object) -> Evaluation:
+        calls.append(job.genome.id)
+        return score(job.genome)
 
     run(tmp_path, Given(tiny_space, [one_frame, other_genes]), 4, counting)
     frame = read_lineage(tmp_path)
@@ -194,12 +210,12 @@ def test_an_interrupted_search_resumes_to_the_same_lineage(tmp_path, tiny_space)
     run(tmp_path / "whole", evolution(tiny_space), 40)
     told = 0
 
-    def interrupting(genome: Genome, task: object) -> Evaluation:
+    def interrupting(job: Job, task: object) -> Evaluation:
         nonlocal told
         told += 1
         if told == 12:
             raise Interrupt  # the driver dies with candidates in flight
-        return score(genome)
+        return score(job.genome)
 
     with pytest.raises(Interrupt):
         run(tmp_path / "cut", evolution(tiny_space), 40, interrupting)
@@ -228,8 +244,8 @@ def test_trained_weights_are_kept_before_their_row_and_only_theirs(tmp_path, tin
             events.append(f"row {record.candidate_id}")
             super().append(record)
 
-    def with_weights(genome: Genome, task: object) -> Evaluation:
-        return dataclasses.replace(score(genome), weights=genome.id.encode())
+    def with_weights(job: Job, task: object) -> Evaluation:
+        return dataclasses.replace(score(job.genome), weights=job.genome.id.encode())
 
     def save(candidate_id: int, data: bytes) -> None:
         events.append(f"weights {candidate_id}")
@@ -256,7 +272,7 @@ def test_trained_weights_are_kept_before_their_row_and_only_theirs(tmp_path, tin
 
 def test_results_told_in_any_order_replay_to_the_same_search(tmp_path, tiny_space) -> None:
     strategy = evolution(tiny_space)
-    run(tmp_path, strategy, 40, num_workers=4, executor=InlineExecutor(score, seed=7))
+    run(tmp_path, strategy, 40, num_workers=4, executor=InlineExecutor(scored, seed=7))
     frame = read_lineage(tmp_path)
     assert sorted(frame["candidate_id"]) == list(range(40))
     assert list(frame["candidate_id"]) != sorted(frame["candidate_id"])  # told out of order
@@ -267,7 +283,7 @@ def test_results_told_in_any_order_replay_to_the_same_search(tmp_path, tiny_spac
 
 
 def test_a_lost_worker_is_retried_then_its_candidate_recorded_failed(tmp_path, tiny_space) -> None:
-    executor = InlineExecutor(score, seed=1, loss_rate=0.5, max_retries=1)
+    executor = InlineExecutor(scored, seed=1, loss_rate=0.5, max_retries=1)
     run(tmp_path, evolution(tiny_space), 30, num_workers=3, executor=executor)
     frame = read_lineage(tmp_path)
     lost = frame[frame["reason"].str.startswith("worker lost", na=False)]
@@ -288,9 +304,9 @@ class SlowGate(Gate):
 def test_a_slow_gate_loses_no_candidate_and_trains_no_genome_twice(tmp_path, tiny_space) -> None:
     calls: list[str] = []
 
-    def counting(genome: Genome, task: object) -> Evaluation:
-        calls.append(genome.id)
-        return score(genome)
+    def counting(job: Job, task: object) -> Evaluation:
+        calls.append(job.genome.id)
+        return score(job.genome)
 
     gate = SlowGate(Constraints(max_params=MAX_PARAMS), num_classes=9)
     executor = InlineExecutor(counting, seed=3)
@@ -405,9 +421,9 @@ def test_a_duplicate_row_keeps_the_noise_of_the_first_evaluation(tmp_path, tiny_
 
 
 def test_a_failed_candidate_keeps_its_traceback_in_a_log_the_row_points_at(tmp_path, tiny_space):
-    def broken(genome: Genome, task: object) -> Evaluation:
+    def broken(job: Job, task: object) -> Evaluation:
         try:
-            raise RuntimeError(f"no kernel for {genome.id}\nsecond line")
+            raise RuntimeError(f"no kernel for {job.genome.id}\nsecond line")
         except RuntimeError as exc:
             return failed(exc)
 
@@ -443,9 +459,9 @@ def test_measurements_run_off_the_driver_s_thread_two_at_once(tmp_path, tiny_spa
     gate = Gate(constraints, num_classes=9, profilers={"cpu": pool})
     trained_while_measuring = []
 
-    def training(genome: Genome, task: object) -> Evaluation:
+    def training(job: Job, task: object) -> Evaluation:
         trained_while_measuring.append(Sleepy.in_flight > 0)
-        return score(genome)
+        return score(job.genome)
 
     start = time.perf_counter()
     run(tmp_path, evolution(tiny_space), 24, training, gate=gate, num_measurers=2)
@@ -455,3 +471,99 @@ def test_measurements_run_off_the_driver_s_thread_two_at_once(tmp_path, tiny_spa
     measured = frame["cpu_ms"].notna().sum()
     assert measured >= 12 and measured * 0.05 / elapsed > 1.2  # measurements overlapped
     assert any(trained_while_measuring)  # the driver fed its workers meanwhile
+
+
+def staged(rungs: Rungs, got: list[tuple]) -> Callable:
+    """An evaluator with made-up learning curves (each genome's fitness grows by 0.2 a rung) that
+    stops at a rung's cut as the worker does, and keeps the cuts it was given in ``got``."""
+
+    def training(job: Job, task: object) -> Evaluation:
+        got.append(job.cuts)
+        base = int(job.genome.id[:6], 16) % 1000 / 1000
+        full = tuple((it, base + 0.2 * i) for i, it in enumerate(rungs.iterations))
+        reached = full[: stop_rung(full, job.cuts) + 1]
+        iterations, fitness = reached[-1]
+        json = rungs_to_json(reached)
+        return Evaluation("trained", fitness=fitness, iterations=iterations, rungs=json)
+
+    return training
+
+
+def test_multi_fidelity_cuts_come_from_the_rungs_told_before(tmp_path, tiny_space) -> None:
+    train = TrainConfig(iterations=90, rungs=3)  # rungs at 10, 30 and 90
+    rungs = rungs_of(train.iterations, train.rungs)
+    got: list[tuple] = []
+    strategy = RandomSearch(tiny_space, seed=0)
+    run(tmp_path, strategy, 40, staged(rungs, got), num_workers=1, train=train)
+    records = records_from_frame(read_lineage(tmp_path))
+    trained = [r for r in records if r.status == "trained"]
+    assert got[0] == (None, None)  # the first goes through every rung
+    history = RungHistory(rungs)
+    for record, cuts in zip(trained, got, strict=True):  # one worker: cuts are never stale
+        assert cuts == history.cuts()
+        history.record(rungs_from_json(record.rungs))
+        assert record.iterations == rungs_from_json(record.rungs)[-1][0]
+    reached = [r.iterations for r in trained]
+    assert reached.count(10) > len(trained) / 2 > reached.count(90) > 0  # most stopped at once
+    assert rung_history_of(train, records).seen == history.seen
+    assert rung_history_of(TrainConfig(iterations=90), records) is None  # plain training
+
+
+def test_an_interrupted_multi_fidelity_search_resumes_to_the_same_lineage(
+    tmp_path, tiny_space
+) -> None:
+    train = TrainConfig(iterations=90, rungs=3)
+    rungs = rungs_of(train.iterations, train.rungs)
+    # One worker: with more, the cuts of a candidate submitted while others train leave their
+    # rungs out, where a resume (nothing in flight) would count them.
+    one = {"num_workers": 1, "train": train}
+    run(tmp_path / "whole", evolution(tiny_space), 40, staged(rungs, []), **one)
+    got: list[tuple] = []
+    training = staged(rungs, got)
+
+    def interrupting(job: Job, task: object) -> Evaluation:
+        if len(got) == 12:
+            raise Interrupt  # the driver dies with candidates in flight
+        return training(job, task)
+
+    with pytest.raises(Interrupt):
+        run(tmp_path / "cut", evolution(tiny_space), 40, interrupting, **one)
+    run(tmp_path / "cut", evolution(tiny_space), 40, training, **one)
+    columns = ["genome_id", "status", "iterations", "rungs", "fitness"]
+    whole, resumed = (
+        read_lineage(tmp_path / n).set_index("candidate_id").sort_index()[columns]
+        for n in ("whole", "cut")
+    )
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert set(whole["iterations"].dropna()) == {10, 30, 90}
+
+
+def test_a_child_is_sent_its_parent_s_kept_weights(tmp_path, tiny_space) -> None:
+    kept: dict[int, bytes] = {}
+    sent: dict[str, bytes | None] = {}
+
+    def with_weights(job: Job, task: object) -> Evaluation:
+        sent[job.genome.id] = job.parent_weights
+        return dataclasses.replace(score(job.genome), weights=job.genome.id.encode())
+
+    strategy = evolution(tiny_space)
+    with LineageWriter(tmp_path) as lineage:
+        tally = Tally(30)
+        Engine(
+            strategy,
+            Gate(Constraints(max_params=MAX_PARAMS), num_classes=9),
+            InlineExecutor(with_weights),
+            lineage,
+            run_id="r",
+            tally=tally,
+            save_weights=kept.__setitem__,
+            load_weights=kept.get,
+        ).run()
+    frame = read_lineage(tmp_path)
+    trained = frame[(frame["status"] == "trained")]
+    by_id = frame.set_index("candidate_id")["genome_id"]
+    for _, row in trained.iterrows():
+        parent = row["parent_id"]
+        expected = None if pd.isna(parent) else by_id[int(parent)].encode()
+        assert sent[row["genome_id"]] == expected
+    assert trained["parent_id"].notna().sum() > 5

@@ -96,8 +96,11 @@ def _genome(genome_json: str) -> Genome:
     return genome_from_dict(json.loads(genome_json))
 
 
-def member(candidate_id: int, g: Genome, fitness: float, noise: float | None) -> Member:
-    return Member(Candidate(candidate_id, g, None, "random", "evolution"), fitness, noise)
+def member(
+    candidate_id: int, g: Genome, fitness: float, noise: float | None, iterations: int | None = None
+) -> Member:
+    candidate = Candidate(candidate_id, g, None, "random", "evolution")
+    return Member(candidate, fitness, noise, iterations)
 
 
 SMALL = genome(block(num_filters=8))
@@ -127,6 +130,25 @@ def test_ties_of_equal_cost_go_to_the_oldest_and_the_fittest_is_strict_without_n
     equals = [member(5, LARGE, 0.8, None), member(4, SMALL, 0.8, None)]
     assert winner(equals).candidate.candidate_id == 4  # equal fitness: the oldest, as before
     assert winner([member(6, LARGE, 0.9, None)]).candidate.candidate_id == 6
+
+
+def test_a_tournament_ranks_by_rung_reached_then_fitness_like_with_like() -> None:
+    stopped = member(0, SMALL, 1.9, 0.5, iterations=10)  # fitter, but cut at the first rung
+    full = member(1, LARGE, 0.7, 0.01, iterations=90)
+    assert winner([stopped, full]).candidate.candidate_id == 1
+    cheaper_but_shorter = member(2, SMALL, 0.69, 0.5, iterations=30)
+    # within noise, but trained for less: not a tie, so the cheaper network does not win
+    assert winner([full, cheaper_but_shorter]).candidate.candidate_id == 1
+    assert winner([full, member(3, SMALL, 0.69, 0.5, iterations=90)]).candidate.candidate_id == 3
+
+
+def test_evolution_keeps_the_iterations_each_member_trained_for(tiny_space) -> None:
+    s = Evolution(tiny_space, seed=0, initial_size=2, tournament_size=2)
+    a, b = s.ask(), s.ask()
+    s.tell(a, Result(Status.TRAINED, 1.5, {"iterations": 10}))
+    s.tell(b, Result(Status.TRAINED, 0.5, {"iterations": 90}))
+    assert [m.iterations for m in s.population] == [10, 90]
+    assert s.ask().parent_id == b.candidate_id  # the one trained in full, though less fit
 
 
 @pytest.mark.parametrize(("noise", "parent"), [(0.05, "cheap"), (None, "dear")])

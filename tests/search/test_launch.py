@@ -13,8 +13,10 @@ from genomes import small_genome
 from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.search import launch
+from tvnsearch.search.lineage import read_lineage, records_from_frame
 from tvnsearch.search.recipe import load_recipe
 from tvnsearch.status import Status
+from tvnsearch.train.fidelity import RungHistory, Rungs, rungs_from_json, stop_rung
 
 LOCAL = Path(__file__).parents[2] / "runners" / "local.toml"
 
@@ -54,3 +56,26 @@ def test_num_profilers_start_that_many_each_on_its_own_core(
     finally:
         for profiler in profilers:
             profiler.close()
+
+
+def test_a_multi_fidelity_search_stops_below_each_cut_and_keeps_every_rung(searched_run) -> None:
+    frame = read_lineage(searched_run)
+    trained = records_from_frame(frame[frame["status"] == "trained"])
+    rungs = Rungs((2, 4), reduction_factor=2.0)
+    history = RungHistory(rungs)
+    for record in trained:  # one worker: each candidate's cuts are those of the rows before it
+        fitness_at = rungs_from_json(record.rungs)
+        (cut,) = history.cuts()
+        assert stop_rung(fitness_at, (cut,)) == len(fitness_at) - 1, record.candidate_id
+        assert (record.iterations, record.fitness) == fitness_at[-1]
+        history.record(fitness_at)
+    reached = [r.iterations for r in trained]
+    assert reached[0] == 4 and 2 in reached and 4 in reached[1:]
+
+
+def test_mutated_children_start_from_their_parent_s_kept_weights(searched_run) -> None:
+    frame = read_lineage(searched_run)
+    trained = frame[frame["status"] == "trained"]
+    children = trained[trained["parent_id"].notna()]
+    assert len(children) and ((children["inherited"] > 0) & (children["inherited"] <= 1)).all()
+    assert trained[trained["parent_id"].isna()]["inherited"].isna().all()  # sampled: from scratch

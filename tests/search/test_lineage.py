@@ -22,6 +22,7 @@ from tvnsearch.search.lineage import (
     read_lineage,
     records_from_frame,
 )
+from tvnsearch.search.progress import Tally
 from tvnsearch.search.strategies import Candidate, Result
 from tvnsearch.status import Status
 
@@ -188,6 +189,20 @@ def test_best_ranks_each_genome_once(tmp_path) -> None:
     write(tmp_path, some_records())
     top = best(read_lineage(tmp_path), 3)
     assert top["candidate_id"].tolist() == [6, 4, 2]  # candidate 5 repeats genome g2
+
+
+def test_the_best_of_a_multi_fidelity_run_is_of_those_trained_longest(tmp_path) -> None:
+    rows = [
+        record(0, fitness=0.9, iterations=300),
+        record(1, fitness=1.4, iterations=33),  # stopped at the first rung: not comparable
+        record(2, fitness=1.1, iterations=300),
+    ]
+    write(tmp_path, rows)
+    assert best(read_lineage(tmp_path), 3)["candidate_id"].tolist() == [2, 0, 1]
+    tally = Tally(3)
+    for r in rows:
+        tally.add(r.candidate_id, Status(r.status), r.fitness, r.iterations)
+    assert (tally.best_id, tally.best_fitness, tally.best_iterations) == (2, 1.1, 300)
 
 
 def test_a_search_resumes_from_the_parquet_folder_alone(tmp_path, tiny_space) -> None:

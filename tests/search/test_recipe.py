@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import SPACES_DIR
 
 from tvnsearch.cli.main import main
 from tvnsearch.errors import InputError
@@ -74,6 +75,8 @@ def test_overrides_are_typed_and_override_paths_resolve_here(tmp_path, monkeypat
         ("train.flip=1", "train.flip: must be bool"),
         ("resources.num_workers=0", "resources.num_workers: must be >= 1"),
         ("constraints.max_cpu_ms=-1", "max_cpu_ms: must be > 0"),
+        ("train.rungs=0", "train.rungs: must be >= 1"),
+        ("train.reduction_factor=1", "train.reduction_factor: must be > 1"),
     ],
 )
 def test_a_bad_override_is_named(tmp_path, override: str, named: str) -> None:
@@ -112,6 +115,24 @@ def test_every_shipped_recipe_reads_and_is_sane(recipe: Path) -> None:
     space = load_space(config.search.space)
     check_cache_size(config, space, source=str(recipe))
     new_strategy(config, space, source=str(recipe))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "ok"), [("evolution", True), ("random", True), ("tpe", False)]
+)
+def test_multi_fidelity_needs_a_strategy_that_ranks_stopped_candidates_apart(
+    tmp_path, strategy: str, ok: bool
+) -> None:
+    overrides = ["train.rungs=3", f'search.strategy="{strategy}"', "search.options={}"]
+    config = load_recipe(write_recipe(tmp_path), overrides)
+    space = load_space(SPACES_DIR / "tiny.toml")
+    if ok:
+        assert new_strategy(config, space, source="r.toml").multi_fidelity
+        return
+    with pytest.raises(
+        InputError, match=r"train\.rungs: multi-fidelity .* one of \['evolution', 'random'\]"
+    ):
+        new_strategy(config, space, source="r.toml")
 
 
 def test_a_frame_cache_smaller_than_the_space_s_clips_is_refused_naming_both(tmp_path) -> None:

@@ -14,14 +14,14 @@ from conftest import SPACES_DIR
 
 from tvnsearch.cli.main import main
 from tvnsearch.data.synth import SynthConfig, write_synth
-from tvnsearch.genome.genes import Genome, genome_from_dict
+from tvnsearch.genome.genes import genome_from_dict
 from tvnsearch.genome.plan import plan_network
 from tvnsearch.measure.profiler import ProfileLog
 from tvnsearch.models.stages import stage_layout
 from tvnsearch.search.launch import run_search
 from tvnsearch.search.lineage import LineageWriter, read_lineage
 from tvnsearch.search.runs import create_run, run_status
-from tvnsearch.search.worker import Evaluation
+from tvnsearch.search.worker import Evaluation, Job
 from tvnsearch.train.weights import read_weights, run_weights_path
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
@@ -87,16 +87,16 @@ def new_run(
     return create_run(recipe, overrides, results_dir=folder / "results")
 
 
-def instant(genome: Genome, task: object) -> Evaluation:
-    return Evaluation("trained", fitness=int(genome.id[:6], 16) % 1000 / 1000)
+def instant(job: Job, task: object) -> Evaluation:
+    return Evaluation("trained", fitness=int(job.genome.id[:6], 16) % 1000 / 1000)
 
 
-def unlucky(genome: Genome, task: object) -> Evaluation:
-    if int(genome.id, 16) % 5 == 0:
+def unlucky(job: Job, task: object) -> Evaluation:
+    if int(job.genome.id, 16) % 5 == 0:
         os._exit(1)  # the worker process dies, on every attempt
-    if int(genome.id, 16) % 5 == 1:
+    if int(job.genome.id, 16) % 5 == 1:
         raise RuntimeError("a bug in training")
-    return instant(genome, task)
+    return instant(job, task)
 
 
 def test_a_real_search_trains_admitted_and_rejects_the_rest_untrained(

@@ -139,10 +139,11 @@ def test_a_candidate_is_told_exactly_once(name, tiny_space) -> None:
 def test_lookup_reuses_trained_and_rejected_results_but_not_failed(name, tiny_space) -> None:
     s = strategy(name, tiny_space)
     a, b, c = s.ask(), s.ask(), s.ask()
-    s.tell(a, Result(Status.TRAINED, 1.5, {"cpu_ms": 3.0}))
+    measured = {"cpu_ms": 3.0, "iterations": 300, "memory_mb": 9.0}
+    s.tell(a, Result(Status.TRAINED, 1.5, measured))
     s.tell(b, Result(Status.REJECTED))
     s.tell(c, Result(Status.FAILED))
-    kept = {n: 3.0 for n in s.metric_names}  # the further objectives it reads, if any
+    kept = {n: measured[n] for n in s.metric_names}  # the further values it reads, if any
     assert s.lookup(a.genome.id) == Result(Status.TRAINED, 1.5, kept)
     assert s.lookup(b.genome.id) == Result(Status.REJECTED)
     assert s.lookup(c.genome.id) is None

@@ -9,7 +9,7 @@ from genomes import small_genome
 
 from tvnsearch.data.clips import ClipSpec
 from tvnsearch.data.synth import SynthConfig, write_synth
-from tvnsearch.search.worker import Task, evaluate, prepared_data
+from tvnsearch.search.worker import Job, Task, evaluate, prepared_data
 from tvnsearch.train.training import TrainConfig, train_genome
 from tvnsearch.train.weights import load_model
 
@@ -23,7 +23,7 @@ def task(tmp_path_factory) -> Task:
 
 
 def test_a_genome_is_trained_and_scored_with_where_it_ran(task: Task) -> None:
-    evaluation = evaluate(small_genome(), task)
+    evaluation = evaluate(Job(small_genome()), task)
     assert evaluation.status == "trained" and evaluation.reason is None
     assert 0 <= evaluation.fitness <= 2 and evaluation.fitness == evaluation.top1 + evaluation.top5
     assert evaluation.train_seconds > 0 and ":" in evaluation.worker_node
@@ -33,7 +33,7 @@ def test_a_genome_is_trained_and_scored_with_where_it_ran(task: Task) -> None:
 
 def test_the_noise_of_fitness_comes_back_as_training_measured_it(task: Task) -> None:
     several = dataclasses.replace(task, train=dataclasses.replace(task.train, val_clips=3))
-    evaluation = evaluate(small_genome(), several)
+    evaluation = evaluate(Job(small_genome()), several)
     trained = train_genome(small_genome(), prepared_data(task), several.train)
     assert evaluation.fitness_noise == trained.fitness_noise and trained.fitness_noise >= 0
     assert evaluation.fitness == trained.fitness
@@ -41,7 +41,7 @@ def test_the_noise_of_fitness_comes_back_as_training_measured_it(task: Task) -> 
 
 def test_data_that_cannot_be_read_here_is_a_failure_not_an_exception(tmp_path, task) -> None:
     missing = Task(str(tmp_path / "none"), None, 32, 0.2, 0, task.train)
-    evaluation = evaluate(small_genome(), missing)
+    evaluation = evaluate(Job(small_genome()), missing)
     assert evaluation.status == "failed" and "no such file or folder" in evaluation.reason
     assert evaluation.fitness is None
 
@@ -49,14 +49,14 @@ def test_data_that_cannot_be_read_here_is_a_failure_not_an_exception(tmp_path, t
 def test_the_same_task_is_prepared_once_per_process(task: Task, monkeypatch) -> None:
     from tvnsearch.search import worker as module
 
-    evaluate(small_genome(), task)
+    evaluate(Job(small_genome()), task)
     monkeypatch.setattr("tvnsearch.train.training.prepare_data", None)  # would fail if called again
-    assert module.evaluate(small_genome(), task).status == "trained"
+    assert module.evaluate(Job(small_genome()), task).status == "trained"
     assert Path(task.data_path).is_dir()
 
 
 def test_the_trained_weights_come_back_with_what_runs_them(task: Task, tmp_path) -> None:
-    evaluation = evaluate(small_genome(), task)
+    evaluation = evaluate(Job(small_genome()), task)
     assert "weights" not in evaluation.measurements() and "weights" not in repr(evaluation)
     path = tmp_path / "w.safetensors"
     path.write_bytes(evaluation.weights)
@@ -67,20 +67,20 @@ def test_the_trained_weights_come_back_with_what_runs_them(task: Task, tmp_path)
 
 
 def test_weights_are_left_out_when_not_kept(task: Task) -> None:
-    evaluation = evaluate(small_genome(), dataclasses.replace(task, keep_weights=False))
+    evaluation = evaluate(Job(small_genome()), dataclasses.replace(task, keep_weights=False))
     assert evaluation.status == "trained" and evaluation.weights is None
 
 
 def test_a_failure_keeps_its_traceback_and_what_the_worker_printed(task: Task, monkeypatch):
     from tvnsearch.search import worker as module
 
-    def noisy(genome, data, config):
+    def noisy(genome, data, config, cuts=(), parent_weights=None):
         print("python says hello")
         os.write(2, b"a C library says hello\n")  # below Python: straight to the descriptor
         raise RuntimeError("kernel exploded\nsecond line")
 
     monkeypatch.setattr("tvnsearch.train.training.train_model", noisy)
-    evaluation = module.evaluate(small_genome(), task)
+    evaluation = module.evaluate(Job(small_genome()), task)
     assert evaluation.status == "failed" and evaluation.reason == "RuntimeError: kernel exploded"
     assert evaluation.log.startswith("Traceback") and "in noisy" in evaluation.log
     assert "python says hello" in evaluation.log and "a C library says hello" in evaluation.log
@@ -89,13 +89,13 @@ def test_a_failure_keeps_its_traceback_and_what_the_worker_printed(task: Task, m
 
 def test_a_failed_training_keeps_its_traceback(task: Task) -> None:
     broken = dataclasses.replace(task, train=dataclasses.replace(task.train, batch_size=0))
-    evaluation = evaluate(small_genome(), broken)
+    evaluation = evaluate(Job(small_genome()), broken)
     assert evaluation.status == "failed" and evaluation.log.startswith("Traceback")
     assert evaluation.reason.splitlines()[0] in evaluation.log
 
 
 def test_output_is_captured_only_while_evaluating(task: Task, capfd) -> None:
-    evaluate(small_genome(), task)
+    evaluate(Job(small_genome()), task)
     print("after")
     os.write(1, b"after, below python\n")
     out, _ = capfd.readouterr()

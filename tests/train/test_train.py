@@ -21,6 +21,7 @@ from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.data.video import encode_video
 from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.models.builder import build_model
 from tvnsearch.search.recipe import load_recipe
 from tvnsearch.train.metrics import top_k_hits
 from tvnsearch.train.training import (
@@ -32,6 +33,7 @@ from tvnsearch.train.training import (
     train_genome,
     train_model,
 )
+from tvnsearch.train.weights import ModelInfo, inherit, weights_bytes
 
 FAST = TrainConfig(iterations=6, batch_size=4)
 RUNNERS = ROOT / "runners"
@@ -163,6 +165,42 @@ def test_unreadable_videos_are_skipped_or_refused(synth, tmp_path) -> None:
     assert train_genome(genome(), data, FAST).status == "trained"
     with pytest.raises(InputError, match=r"bad\.mp4: "):
         prepare_data(tmp_path / "list.csv", cache, strict=True)
+
+
+def test_multi_fidelity_stops_below_a_rungs_cut_and_goes_on_above(data) -> None:
+    config = dataclasses.replace(FAST, iterations=9, rungs=3)  # rungs at 1, 3 and 9
+    full = train_genome(genome(), data, config)  # no cuts: it goes through every rung
+    assert [i for i, _ in full.rungs] == [1, 3, 9] and full.iterations == 9
+    assert full.rungs[-1][1] == full.fitness
+    plain = train_genome(genome(), data, dataclasses.replace(config, rungs=1))
+    same = ("fitness", "top1", "top5", "final_loss")  # scoring at rungs changed no training step
+    assert [getattr(plain, k) for k in same] == [getattr(full, k) for k in same]
+    assert plain.rungs == ((9, plain.fitness),)
+    (_, first), (_, second), _ = full.rungs
+    stopped = train_genome(genome(), data, config, cuts=(first + 1e-6, None))
+    assert (stopped.status, stopped.iterations, stopped.fitness) == ("trained", 1, first)
+    assert stopped.rungs == full.rungs[:1]  # the same curve, as far as it went
+    assert "fitness at each rung" in full.summary()
+    on_then_stopped = train_genome(genome(), data, config, cuts=(first, second + 1e-6))
+    assert on_then_stopped.iterations == 3 and on_then_stopped.rungs == full.rungs[:2]
+
+
+def test_a_child_starts_from_its_parent_s_weights_where_shapes_allow(data) -> None:
+    parent = make_genome(block(temporal_kernel=2), block(num_filters=16))
+    child = make_genome(block(temporal_kernel=2), block(num_filters=24))  # its last block widened
+    trained, model = train_model(parent, data, FAST)
+    info = ModelInfo(parent, trained.clip, data.dataset.classes)
+    weights = weights_bytes(model, info)
+    fresh = build_model(child, data.dataset.num_classes)
+    share = inherit(fresh, weights)
+    same = {k for k, v in fresh.state_dict().items() if model.state_dict()[k].shape == v.shape}
+    assert 0 < share < 1 and any(k.startswith("blocks.0.") for k in same)
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]) == (name in same), name
+    assert inherit(build_model(parent, data.dataset.num_classes), weights) == 1.0
+    result = train_genome(child, data, FAST, parent_weights=weights)
+    assert result.status == "trained" and result.inherited == pytest.approx(share)
+    assert train_genome(child, data, FAST).inherited == 0.0
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:

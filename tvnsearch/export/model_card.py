@@ -87,7 +87,9 @@ def candidate_card(
         },
         "runtime": {k: plain(row[k]) for k in RUNTIME},
         "scores": {k: plain(row[k]) for k in SCORES},
-        "training": training_section(config),
+        # ``iterations``: what this candidate trained, fewer than the recipe's where
+        # multi-fidelity training stopped it at a rung.
+        "training": {**training_section(config), "iterations": plain(row["iterations"])},
         "lineage": lineage_section(frame, candidate_id),
     }
 
@@ -202,11 +204,14 @@ def _training_text(card: Mapping[str, Any]) -> str:
     if not training:
         return ""
     t, d = training["train"], training["data"]
+    done = training.get("iterations") or t["iterations"]
+    stopped = f" (stopped at a rung of a {t['iterations']}-iteration schedule)"
     return "\n".join(
         [
             "## Training",
             "",
-            f"{t['iterations']} iterations of batch {t['batch_size']}, AdamW learning rate "
+            f"{done} iterations{stopped if done < t['iterations'] else ''} of batch "
+            f"{t['batch_size']}, AdamW learning rate "
             f"{t['learning_rate']} (warm-up {t['warmup_fraction']}, cosine), weight decay "
             f"{t['weight_decay']}, flips {'on' if t['flip'] else 'off'}, seed {t['seed']}, "
             f"on `{d['path']}` ({d['val_fraction']} held out for validation, split seed "

@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "pareto_evolution": ["ParetoEvolution"],
         "engine": ["Engine"],
         "inline": ["InlineExecutor"],
-        "worker": ["Evaluation", "Task", "evaluate"],
+        "worker": ["Evaluation", "Job", "Task", "evaluate"],
         "recipe": ["RunConfig", "load_recipe"],
         "runs": ["create_run", "load_run", "run_status"],
         "launch": ["run_search"],

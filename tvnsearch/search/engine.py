@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tvnsearch.genome.genes import Genome, genome_from_dict
 from tvnsearch.genome.plan import network_id
@@ -38,8 +38,12 @@ from tvnsearch.measure.profile import Profile
 from tvnsearch.search.lineage import MEASUREMENTS, LineageRecord, LineageWriter
 from tvnsearch.search.progress import Progress, Tally
 from tvnsearch.search.strategies import Candidate, Result, Strategy
-from tvnsearch.search.worker import Evaluation
+from tvnsearch.search.worker import Evaluation, Job
 from tvnsearch.status import Status
+from tvnsearch.train.fidelity import RungHistory, history_of, rungs_from_json, rungs_of
+
+if TYPE_CHECKING:
+    from tvnsearch.train.training import TrainConfig
 
 VERDICT_POLL_SECONDS = 0.02  # while measurements run: how soon a verdict is acted on
 
@@ -51,7 +55,7 @@ class Executor(Protocol):
     @property
     def num_running(self) -> int: ...
 
-    def submit(self, key: int, genome: Genome) -> None: ...
+    def submit(self, key: int, job: Job) -> None: ...
 
     def wait(self, timeout: float) -> list[tuple[int, Evaluation]]: ...
 
@@ -84,12 +88,18 @@ class Engine:
     # then never waits on a measurement. 0: each check runs in the driver's loop.
     num_measurers: int = 0
     known: dict[str, Known] = field(default_factory=dict)  # by network id
+    # Multi-fidelity: the fitness at each rung of every candidate trained so far (a resumed run
+    # starts from the lineage's), from which each candidate submitted gets its cuts. None: off.
+    rung_history: RungHistory | None = None
     progress: Progress | None = None
     flush_seconds: float = 5.0
     poll_seconds: float = 1.0
     clock: Callable[[], float] = time.monotonic
     # Keeps a trained candidate's weights (candidate id, safetensors bytes); None drops them.
     save_weights: Callable[[int, bytes], None] | None = None
+    # The weights kept for a candidate id (None if none were): set, each mutated child starts
+    # from its parent's weights where shapes allow (``search.inherit_weights``); None: off.
+    load_weights: Callable[[int], bytes | None] | None = None
     # Keeps a candidate's whole story (candidate id, text) and says where, for the lineage's
     # ``log`` column; None drops it.
     save_log: Callable[[int, str], str] | None = None
@@ -152,7 +162,13 @@ class Engine:
         while self._ready and self.executor.num_running < self.num_workers:
             pending = self._ready.popleft()
             self._running[pending.candidate.candidate_id] = pending
-            self.executor.submit(pending.candidate.candidate_id, pending.candidate.genome)
+            self.executor.submit(pending.candidate.candidate_id, self._job(pending.candidate))
+
+    def _job(self, candidate: Candidate) -> Job:
+        cuts = self.rung_history.cuts() if self.rung_history is not None else ()
+        parent, load = candidate.parent_id, self.load_weights
+        weights = load(parent) if load is not None and parent is not None else None
+        return Job(candidate.genome, cuts, weights)
 
     def _screen(self, candidate: Candidate, asked_at: datetime | None = None) -> None:
         asked_at = asked_at or datetime.now(UTC)
@@ -204,6 +220,8 @@ class Engine:
             # Before the row: a lineage row of a trained candidate never lacks its weights.
             self.save_weights(pending.candidate.candidate_id, evaluation.weights)
         self._tell(pending.candidate, result, pending.asked_at, measurements)
+        if complete and self.rung_history is not None and evaluation.rungs:
+            self.rung_history.record(rungs_from_json(evaluation.rungs))
         self._release(pending.candidate.genome)
 
     def _release(self, genome: Genome) -> None:
@@ -241,7 +259,8 @@ class Engine:
         if result.status in (Status.TRAINED, Status.REJECTED):
             first = Known(candidate.candidate_id, measurements)
             self.known.setdefault(network_id(candidate.genome), first)
-        self.tally.add(candidate.candidate_id, result.status, result.fitness)
+        iterations = measurements.get("iterations")
+        self.tally.add(candidate.candidate_id, result.status, result.fitness, iterations)
 
 
 def gate_measurements(verdict: Verdict) -> dict[str, Any]:
@@ -264,6 +283,15 @@ def gate_measurements(verdict: Verdict) -> dict[str, Any]:
         if profile.peak_memory_mb is not None:
             values["memory_mb"] = profile.peak_memory_mb
     return values
+
+
+def rung_history_of(train: TrainConfig, records: Iterable[LineageRecord]) -> RungHistory | None:
+    """The rung history of a (resumed) run's lineage, for multi-fidelity training; None when
+    every candidate trains in full."""
+    if train.rungs == 1:
+        return None
+    rungs = rungs_of(train.iterations, train.rungs, train.reduction_factor)
+    return history_of(rungs, (r.rungs for r in records if r.status == Status.TRAINED))
 
 
 def known_of(records: Iterable[LineageRecord]) -> dict[str, Known]:

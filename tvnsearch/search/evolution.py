@@ -7,6 +7,11 @@ fittest is the parent, and one mutation of it, a network the parent is not, is t
 candidate trained joins the population at once: there are no generations, so workers never wait
 for each other. A duplicate does not join (see ``tvnsearch.search.strategies``).
 
+With multi-fidelity training (``tvnsearch.train.fidelity``) candidates stopped at a rung join
+too, and tournaments compare like with like: a candidate trained further beats one stopped
+sooner (which lost to that rung's cut), and fitnesses are compared between candidates trained as
+long. Every candidate trained counts toward ``initial_size``, stopped early or not.
+
 Fitnesses within noise are ties. The fittest contestant ties with every other whose fitness is
 below its own by no more than the larger ``fitness_noise`` of the two; among the tied, the
 network that computes least (counted FLOPs of its blocks) wins, for it reaches the same accuracy
@@ -29,6 +34,7 @@ from tvnsearch.genome.genes import Genome
 from tvnsearch.genome.space import SearchSpace
 from tvnsearch.search.strategies import Candidate, Result, Strategy
 from tvnsearch.status import Status
+from tvnsearch.train.fidelity import rank_key
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,16 @@ class Member:
     candidate: Candidate
     fitness: float
     fitness_noise: float | None = None  # the standard error of ``fitness``; None: not known
+    iterations: int | None = None  # trained for (a rung, with multi-fidelity); None: unknown
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        return rank_key(self.iterations, self.fitness)
 
 
 class Evolution(Strategy):
     name = "evolution"
+    multi_fidelity = True
 
     def __init__(
         self,
@@ -66,6 +78,10 @@ class Evolution(Strategy):
         self._num_joined = 0
 
     @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("iterations",)
+
+    @property
     def population(self) -> tuple[Member, ...]:
         """The current members, oldest first."""
         return tuple(self._population)
@@ -89,19 +105,26 @@ class Evolution(Strategy):
         # Rejected, failed, or a duplicate: the network is a member already, or was one.
         if result.status != Status.TRAINED or result.fitness is None:
             return
-        self._population.append(Member(candidate, result.fitness, result.fitness_noise))
+        iterations = result.metrics.get("iterations")
+        member = Member(
+            candidate,
+            result.fitness,
+            result.fitness_noise,
+            None if iterations is None else int(iterations),
+        )
+        self._population.append(member)
         self._num_joined += 1
         if self.population_size is not None and len(self._population) > self.population_size:
             self._population.pop(0 if self.aging else self._worst())
 
     def _worst(self) -> int:
-        return min(range(len(self._population)), key=lambda i: self._population[i].fitness)
+        return min(range(len(self._population)), key=lambda i: self._population[i].rank)
 
 
 def winner(contestants: Sequence[Member]) -> Member:
-    """The tournament's parent: the fittest, or of those tied with it within noise the one whose
-    blocks compute least, then the oldest."""
-    fittest = max(contestants, key=lambda m: (m.fitness, -m.candidate.candidate_id))
+    """The tournament's parent: the fittest of those trained longest, or of those tied with it
+    within noise the one whose blocks compute least, then the oldest."""
+    fittest = max(contestants, key=lambda m: (*m.rank, -m.candidate.candidate_id))
     tied = [m for m in contestants if m is fittest or _tied(fittest, m)]
     if len(tied) == 1:
         return fittest
@@ -110,7 +133,11 @@ def winner(contestants: Sequence[Member]) -> Member:
 
 def _tied(fittest: Member, other: Member) -> bool:
     noises = [n for n in (fittest.fitness_noise, other.fitness_noise) if n is not None]
-    return bool(noises) and fittest.fitness - other.fitness <= max(noises)
+    return (
+        bool(noises)
+        and fittest.iterations == other.iterations
+        and fittest.fitness - other.fitness <= max(noises)
+    )
 
 
 def _block_flops(genome: Genome) -> int:

@@ -32,7 +32,7 @@ from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings
 from tvnsearch.measure.profiler import ProfileCache, Profiler
 from tvnsearch.measure.roofline import Roofline
-from tvnsearch.search.worker import Evaluation, Evaluator, failed, lost, worker_node
+from tvnsearch.search.worker import Evaluation, Evaluator, Job, failed, lost, worker_node
 from tvnsearch.status import Status
 
 MIN_TIMEOUT_SECONDS = 60.0  # any measurement: building, a cold run, warm-up and timed runs
@@ -243,7 +243,7 @@ class Placement:
     neighbours: str | None = None  # where workers on the profiler's node register to be paused
 
 
-def _train(evaluator: Evaluator, genome: Genome, task: Any, placement: Placement) -> Evaluation:
+def _train(evaluator: Evaluator, job: Job, task: Any, placement: Placement) -> Evaluation:
     beside_profiler = placement.profiler_node == _node_id()
     if beside_profiler:
         pin_process(set(usable_cores()) - set(placement.profiler_cores))
@@ -253,7 +253,7 @@ def _train(evaluator: Evaluator, genome: Genome, task: Any, placement: Placement
 
         torch.set_num_threads(max(1, int(placement.cpus_per_worker)))
         with Neighbours(placement.neighbours).registered() if pausable else nullcontext():
-            evaluation = evaluator(genome, task)
+            evaluation = evaluator(job, task)
     except Exception as exc:  # an evaluator that raises must not end the search
         evaluation = failed(exc)
     # Several Ray nodes can share a host (and a host name): the node id tells them apart.
@@ -289,8 +289,8 @@ class RayExecutor:
     def num_running(self) -> int:
         return len(self._running)
 
-    def submit(self, key: int, genome: Genome) -> None:
-        ref = self._remote.remote(self.evaluator, genome, self.task_ref, self.placement)
+    def submit(self, key: int, job: Job) -> None:
+        ref = self._remote.remote(self.evaluator, job, self.task_ref, self.placement)
         self._running[ref] = key
 
     def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:

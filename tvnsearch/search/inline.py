@@ -13,8 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tvnsearch.genome.genes import Genome
-from tvnsearch.search.worker import Evaluation, Evaluator, lost
+from tvnsearch.search.worker import Evaluation, Evaluator, Job, lost
 
 
 class WorkerLostError(RuntimeError):
@@ -44,8 +43,8 @@ class InlineExecutor:
     def num_running(self) -> int:
         return len(self._done)
 
-    def submit(self, key: int, genome: Genome) -> None:
-        self._done.append((key, self._attempt(genome)))
+    def submit(self, key: int, job: Job) -> None:
+        self._done.append((key, self._attempt(job)))
 
     def wait(self, timeout: float) -> list[tuple[int, Evaluation]]:
         if not self._shuffle or not self._done:
@@ -56,9 +55,9 @@ class InlineExecutor:
         self._done = [(key, e) for key, e in self._done if key not in keys]
         return finished
 
-    def _attempt(self, genome: Genome) -> Evaluation:
+    def _attempt(self, job: Job) -> Evaluation:
         for _ in range(1 + self.max_retries):
             self.num_attempts += 1
             if self._rng.random() >= self.loss_rate:
-                return self.evaluator(genome, self.task)
+                return self.evaluator(job, self.task)
         return lost(1 + self.max_retries, WorkerLostError("the worker process died"))

@@ -26,7 +26,7 @@ from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import Profile, Settings
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.measure.roofline import Roofline, roofline_from_dict
-from tvnsearch.search.engine import Engine, known_of
+from tvnsearch.search.engine import Engine, known_of, rung_history_of
 from tvnsearch.search.executors import (
     Placement,
     RayExecutor,
@@ -50,7 +50,7 @@ from tvnsearch.search.runs import (
 )
 from tvnsearch.search.strategies import Strategy
 from tvnsearch.search.worker import Evaluator, evaluate, prepared_data, task_of
-from tvnsearch.train.weights import save_run_weights
+from tvnsearch.train.weights import load_run_weights, save_run_weights
 
 
 def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
@@ -163,9 +163,13 @@ def _search(
                 num_workers=r.num_workers,
                 num_measurers=sum(map(len, profilers.values())),
                 known=known_of(records),
+                rung_history=rung_history_of(config.train, records),
                 progress=Progress(tally, stream=stream),
                 flush_seconds=FLUSH_SECONDS,
                 save_weights=partial(save_run_weights, run_dir),
+                load_weights=(
+                    partial(load_run_weights, run_dir) if config.search.inherit_weights else None
+                ),
                 save_log=partial(save_run_log, run_dir),
                 save_profiles=partial(_keep_profiles, logs),
             )

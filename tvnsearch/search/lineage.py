@@ -76,6 +76,13 @@ class LineageRecord:
     memory_mb: float | None = None
     profile_seconds: float | None = None
     train_seconds: float | None = None
+    # Iterations trained: the recipe's, or the rung where multi-fidelity training stopped it;
+    # and the fitness at each rung scored, JSON [[iterations, fitness], ...]
+    # (``tvnsearch.train.fidelity``).
+    iterations: int | None = None
+    rungs: str | None = None
+    # With ``search.inherit_weights``: the share of parameters that started from the parent's.
+    inherited: float | None = None
     worker_node: str | None = None
     # A live stream, on the first profiled device: milliseconds per new frame at steady state
     # (a clip network, pipeline_depth 0, reruns its clip per frame), and how many frames behind
@@ -255,9 +262,14 @@ def ancestors(frame: pd.DataFrame, candidate_id: int) -> pd.DataFrame:
 
 
 def best(frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """The ``n`` fittest genomes, each once (its first evaluation), fittest first."""
+    """The ``n`` fittest genomes, each once (its first evaluation), fittest first; with
+    multi-fidelity training, those trained longest first (``tvnsearch.train.fidelity.rank_key``)."""
     scored = frame[frame["fitness"].notna()]
-    ranked = scored.sort_values(["fitness", "candidate_id"], ascending=[False, True])
+    ranked = scored.sort_values(
+        ["iterations", "fitness", "candidate_id"],
+        ascending=[False, False, True],
+        na_position="last",
+    )
     return ranked.drop_duplicates("genome_id").head(n).reset_index(drop=True)
 
 

@@ -15,20 +15,24 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from tvnsearch.status import FINAL, Status
+from tvnsearch.train.fidelity import rank_key
 
 MIN_RATE_SECONDS = 5.0
 
 
 @dataclass
 class Tally:
-    """Candidates told, by status, and the fittest one; a search is ``finished`` when it has
-    told ``budget`` candidates, or trained ``num_trained`` when it says how many it wants."""
+    """Candidates told, by status, and the fittest one (of those trained longest, with
+    multi-fidelity training: ``tvnsearch.train.fidelity.rank_key``); a search is ``finished``
+    when it has told ``budget`` candidates, or trained ``num_trained`` when it says how many it
+    wants."""
 
     budget: int
     counts: Counter[str] = field(default_factory=Counter)
     best_fitness: float | None = None
     best_id: int | None = None
     num_trained: int | None = None
+    best_iterations: int | None = None  # how long the best trained
 
     @property
     def done(self) -> int:
@@ -43,11 +47,23 @@ class Tally:
         wanted = self.num_trained is not None and self.trained >= self.num_trained
         return wanted or self.done >= self.budget
 
-    def add(self, candidate_id: int, status: Status, fitness: float | None) -> None:
+    def add(
+        self,
+        candidate_id: int,
+        status: Status,
+        fitness: float | None,
+        iterations: int | None = None,
+    ) -> None:
         self.counts[str(status)] += 1
-        better = fitness is not None and (self.best_fitness is None or fitness > self.best_fitness)
-        if better:
-            self.best_fitness, self.best_id = fitness, candidate_id
+        if fitness is None:
+            return
+        now = rank_key(iterations, fitness)
+        if self.best_fitness is None or now > rank_key(self.best_iterations, self.best_fitness):
+            self.best_fitness, self.best_id, self.best_iterations = (
+                fitness,
+                candidate_id,
+                iterations,
+            )
 
     def line(self, per_hour: float | None = None) -> str:
         best = "-" if self.best_id is None else f"{self.best_fitness:.4f} (#{self.best_id})"

@@ -38,6 +38,9 @@ class SearchSection:
     seed: int = 0
     name: str = "search"  # the run folder is results/<name>-<timestamp>
     keep_weights: bool = True  # trained weights in RUN/weights/, for export
+    # A mutated child starts from its parent's trained weights wherever a tensor keeps its shape
+    # (the layers the mutation left alone); needs keep_weights. Off: every candidate from scratch.
+    inherit_weights: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's keyword arguments
 
 
@@ -85,6 +88,13 @@ class RunConfig:
             problems.append(Problem("resources.max_retries", "must be >= 0"))
         if self.train.val_clips < 1:
             problems.append(Problem("train.val_clips", "must be >= 1"))
+        if self.search.inherit_weights and not self.search.keep_weights:
+            why = "needs search.keep_weights = true: a child starts from its parent's kept weights"
+            problems.append(Problem("search.inherit_weights", why))
+        if self.train.rungs < 1:
+            problems.append(Problem("train.rungs", "must be >= 1"))
+        if self.train.reduction_factor <= 1:
+            problems.append(Problem("train.reduction_factor", "must be > 1"))
         if problems:
             raise InputError("recipe", problems)
 

@@ -30,8 +30,8 @@ from tvnsearch.measure.constraints import TIME_LIMITS
 from tvnsearch.search.lineage import best, read_lineage
 from tvnsearch.search.progress import Tally, counts_line
 from tvnsearch.search.recipe import RunConfig, SearchSection, load_recipe, recipe_toml
-from tvnsearch.search.strategies import STRATEGIES, Strategy, make_strategy
-from tvnsearch.status import FINAL
+from tvnsearch.search.strategies import STRATEGIES, Strategy, make_strategy, strategy_class
+from tvnsearch.status import FINAL, Status
 
 LOGS_DIR = "logs"
 RECIPE_FILE = "recipe.toml"
@@ -101,9 +101,18 @@ def new_strategy(config: RunConfig, space: SearchSpace, *, source: str) -> Strat
         why = f"must be one of {list(STRATEGIES)}, but got {s.strategy!r}"
         raise InputError(source, [Problem("search.strategy", why)])
     try:
-        return make_strategy(s.strategy, space, seed=s.seed, **s.options)
+        strategy = make_strategy(s.strategy, space, seed=s.seed, **s.options)
     except (TypeError, ValueError) as exc:
         raise InputError(source, [Problem("search.options", str(exc))]) from None
+    if config.train.rungs > 1 and not strategy.multi_fidelity:
+        supported = [n for n in STRATEGIES if strategy_class(n).multi_fidelity]
+        why = (
+            f"multi-fidelity training (rungs > 1) needs a strategy that compares candidates "
+            f"trained for different lengths, one of {supported}, but search.strategy is "
+            f"{s.strategy!r}"
+        )
+        raise InputError(source, [Problem("train.rungs", why)])
+    return strategy
 
 
 def profiled_devices(config: RunConfig, strategy: Strategy) -> list[str]:
@@ -129,6 +138,8 @@ def tally_of(frame: pd.DataFrame, search: SearchSection) -> Tally:
     if len(top):
         tally.best_fitness = float(top.at[0, "fitness"])
         tally.best_id = int(top.at[0, "candidate_id"])
+        iterations = top.at[0, "iterations"]
+        tally.best_iterations = None if pd.isna(iterations) else int(iterations)
     return tally
 
 
@@ -159,6 +170,10 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     if len(frame):
         hours = (frame["finished_at"].max() - frame["asked_at"].min()).total_seconds() / 3600
         status["candidates_per_hour"] = len(frame) / hours if hours > 0 else None
+    if config.train.rungs > 1:  # multi-fidelity: how far the trained candidates went
+        trained = frame[frame["status"] == str(Status.TRAINED)]["iterations"].dropna()
+        reached = trained.astype(int).value_counts().sort_index()
+        status["iterations_reached"] = {str(k): int(v) for k, v in reached.items()}
     return status
 
 
@@ -177,6 +192,9 @@ def describe_status(status: dict[str, Any]) -> str:
         else f"  best     {best_['fitness']:.4f}: candidate {best_['candidate_id']} "
         f"(genome {best_['genome_id']})",
     ]
+    if status.get("iterations_reached"):
+        steps = ", ".join(f"{n} at {i}" for i, n in status["iterations_reached"].items())
+        lines.append(f"  rungs    trained candidates by the iterations they reached: {steps}")
     if rate is not None:
         lines.append(f"  pace     {rate:,.1f} candidates/h (first ask to last tell)")
     return "\n".join(lines)

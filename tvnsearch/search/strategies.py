@@ -118,6 +118,9 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
+    # Whether it can be told candidates stopped early by multi-fidelity training
+    # (``tvnsearch.train.fidelity``) beside candidates trained in full, and rank them apart.
+    multi_fidelity: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, *, seed: int) -> None:
         self.space = space
@@ -271,6 +274,7 @@ class RandomSearch(Strategy):
     tournament evolution starts from, so the two compare on the same initial pool."""
 
     name = "random"
+    multi_fidelity = True  # it learns nothing: a stopped candidate only costs less
 
     def _new(self, candidate_id: int) -> Candidate:
         genome = self._sample(self._rng(candidate_id))
@@ -290,9 +294,14 @@ STRATEGIES = {
 }
 
 
-def make_strategy(name: str, space: SearchSpace, *, seed: int, **options: Any) -> Strategy:
-    """The strategy registered as ``name``; ``options`` go to its constructor."""
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered as ``name`` (imported now)."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; one of {list(STRATEGIES)}")
     module, class_name = STRATEGIES[name].split(":")
-    return getattr(importlib.import_module(module), class_name)(space, seed=seed, **options)
+    return getattr(importlib.import_module(module), class_name)
+
+
+def make_strategy(name: str, space: SearchSpace, *, seed: int, **options: Any) -> Strategy:
+    """The strategy registered as ``name``; ``options`` go to its constructor."""
+    return strategy_class(name)(space, seed=seed, **options)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tvnsearch.errors import describe_error
 from tvnsearch.genome.genes import Genome
 from tvnsearch.status import Status
+from tvnsearch.train.fidelity import Cuts, rungs_to_json
 
 if TYPE_CHECKING:
     from torch.nn import Module
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from tvnsearch.search.recipe import RunConfig
     from tvnsearch.train.training import TrainConfig, TrainData
 
-Evaluator = Callable[[Genome, Any], "Evaluation"]  # ``evaluate``, or a stand-in for tests
+Evaluator = Callable[["Job", Any], "Evaluation"]  # ``evaluate``, or a stand-in for tests
 MAX_LOG_BYTES = 1 << 20  # of what a worker prints per candidate: the end, where errors are
 
 
@@ -49,6 +50,19 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Job:
+    """One candidate to train, and how: what differs from one candidate to the next."""
+
+    genome: Genome
+    # Multi-fidelity: the fitness needed at each rung to go on (``tvnsearch.train.fidelity``);
+    # (): train in full.
+    cuts: Cuts = ()
+    # The parent's trained weights (safetensors), to start from where shapes allow
+    # (``search.inherit_weights``); None: from scratch.
+    parent_weights: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     status: Status  # trained or failed
     reason: str | None = None
@@ -59,6 +73,11 @@ class Evaluation:
     top5: float | None = None
     mean_ap: float | None = None
     train_seconds: float | None = None
+    iterations: int | None = None  # trained: the full budget, or the rung where it stopped
+    rungs: str | None = None  # JSON [[iterations, fitness], ...] at each rung scored
+    # With inherited weights: the share of the network's parameters that started from the
+    # parent's (``tvnsearch.train.weights.inherit``).
+    inherited: float | None = None
     worker_node: str | None = None  # host name and process id that trained it
     # A safetensors file (``tvnsearch.train.weights``): tiny networks, so a few hundred KB at most.
     weights: bytes | None = field(default=None, repr=False)
@@ -95,25 +114,29 @@ def lost(attempts: int, exc: BaseException) -> Evaluation:
     return Evaluation(Status.FAILED, reason=reason, log=f"{reason}\n\n{exc}\n")
 
 
-def evaluate(genome: Genome, task: Task) -> Evaluation:
-    """Train ``genome`` on ``task`` and score it (see ``tvnsearch.train.training.train_genome``);
+def evaluate(job: Job, task: Task) -> Evaluation:
+    """Train the job's genome on ``task`` and score it, stopping at a rung where it falls below
+    the job's cuts, starting from its parent's weights where given (see
+    ``tvnsearch.train.training.train_genome``);
     what the worker prints meanwhile, on Python's streams or its file descriptors, goes into the
     evaluation's log."""
     with _captured_output() as output:
-        evaluation = _evaluate(genome, task)
+        evaluation = _evaluate(job, task)
     if not output.text.strip():
         return evaluation
     story = [evaluation.log, f"--- printed while evaluating ---\n{output.text}"]
     return dataclasses.replace(evaluation, log="\n".join(s for s in story if s))
 
 
-def _evaluate(genome: Genome, task: Task) -> Evaluation:
-    started = time.perf_counter()
+def _evaluate(job: Job, task: Task) -> Evaluation:
+    started, genome = time.perf_counter(), job.genome
     try:
         from tvnsearch.train.training import train_model
 
         data = prepared_data(task)
-        result, model = train_model(genome, data, task.train)
+        result, model = train_model(
+            genome, data, task.train, job.cuts, parent_weights=job.parent_weights
+        )
         keep = task.keep_weights and model is not None
         weights = _weights(genome, result.clip, model, data) if keep else None
     except Exception as exc:  # the data, or a bug: a result for this candidate, not a crash
@@ -127,6 +150,9 @@ def _evaluate(genome: Genome, task: Task) -> Evaluation:
         top5=result.top5,
         mean_ap=result.mean_ap,
         train_seconds=result.train_seconds,
+        iterations=result.iterations if result.rungs else None,
+        rungs=rungs_to_json(result.rungs) if result.rungs else None,
+        inherited=result.inherited if job.parent_weights is not None else None,
         worker_node=worker_node(),
         weights=weights,
         log=result.traceback,

@@ -1,4 +1,5 @@
-"""Partial training and scoring of one genome, its metrics, and self-describing weights."""
+"""Partial training and scoring of one genome, its multi-fidelity rungs, its metrics, and
+self-describing weights (which a child may inherit)."""
 
 import lazy_loader
 
@@ -13,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "train_genome",
             "train_model",
         ],
-        "weights": ["ModelInfo", "load_model", "read_weights", "weights_bytes"],
+        "fidelity": ["RungHistory", "Rungs", "rungs_of"],
+        "weights": ["ModelInfo", "inherit", "load_model", "read_weights", "weights_bytes"],
     },
 )

@@ -34,7 +34,9 @@ from tvnsearch.errors import InputError, Problem, describe_error
 from tvnsearch.genome.genes import Genome
 from tvnsearch.models.builder import build_model
 from tvnsearch.status import Status
+from tvnsearch.train.fidelity import Cuts, RungFitness, goes_on, rungs_of
 from tvnsearch.train.metrics import multi_class_scores, multi_label_scores
+from tvnsearch.train.weights import inherit
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ class TrainConfig:
     # as it began. Videos whose action fills a part of them (Kinetics) want 3 or more:
     # runners/paper.toml sets 3.
     val_clips: int = 1
+    # Multi-fidelity (``tvnsearch.train.fidelity``): training may stop at up to ``rungs`` points,
+    # each ``reduction_factor`` times the iterations of the one before and ending at
+    # ``iterations``; a candidate goes on past one only if it scores among the best
+    # 1/reduction_factor there. 1: every candidate trains for ``iterations``.
+    rungs: int = 1
+    reduction_factor: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class TrainResult:
     top1: float | None
     top5: float | None  # top-k accuracy with k = min(5, num_classes)
     mean_ap: float | None
-    iterations: int  # completed
+    iterations: int  # completed: ``TrainConfig.iterations``, or the rung where it stopped
     final_loss: float | None
     train_seconds: float
     eval_seconds: float
@@ -83,6 +91,8 @@ class TrainResult:
     num_val_videos: int
     clip: ClipSpec  # the input the scores were measured on: needed to run the model again
     traceback: str | None = None  # of the exception that failed it; ``reason`` is its first line
+    rungs: RungFitness = ()  # (iterations, fitness) at each rung scored, the last ``fitness``
+    inherited: float = 0.0  # the share of parameters that started from the parent's weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +105,9 @@ class TrainResult:
         )
         if self.status == Status.FAILED:
             return f"{head}\nreason: {self.reason}"
+        if len(self.rungs) > 1:
+            steps = ", ".join(f"{f:.4f} at {i}" for i, f in self.rungs)
+            head += f"\nfitness at each rung: {steps}"
         fitness = f"fitness {self.fitness:.4f}"
         if self.fitness_noise is not None:
             fitness += f" ± {self.fitness_noise:.4f} (standard error over the validation videos)"
@@ -151,13 +164,35 @@ class _Diverged(Exception):
     pass
 
 
-def train_genome(genome: Genome, data: TrainData, config: TrainConfig) -> TrainResult:
-    """Train ``genome`` for ``config.iterations`` steps on ``data`` and score it."""
-    return train_model(genome, data, config)[0]
+@dataclass(frozen=True)
+class _Start:  # what a candidate brings besides its genome
+    cuts: Cuts
+    parent_weights: bytes | None
+
+
+def train_genome(
+    genome: Genome,
+    data: TrainData,
+    config: TrainConfig,
+    cuts: Cuts = (),
+    *,
+    parent_weights: bytes | None = None,
+) -> TrainResult:
+    """Train ``genome`` for ``config.iterations`` steps on ``data`` and score it; with
+    ``config.rungs > 1``, score it at each rung too and stop where it scores below that rung's
+    cut (``cuts``, from ``tvnsearch.train.fidelity.RungHistory``; none given: it never stops).
+    With ``parent_weights`` (a safetensors file's bytes), every tensor whose name and shape match
+    starts from the parent's (``tvnsearch.train.weights.inherit``)."""
+    return train_model(genome, data, config, cuts, parent_weights=parent_weights)[0]
 
 
 def train_model(
-    genome: Genome, data: TrainData, config: TrainConfig
+    genome: Genome,
+    data: TrainData,
+    config: TrainConfig,
+    cuts: Cuts = (),
+    *,
+    parent_weights: bytes | None = None,
 ) -> tuple[TrainResult, nn.Module | None]:
     """As ``train_genome``, with the trained model (in eval mode) when the result is trained."""
     progress = _Progress()
@@ -166,7 +201,8 @@ def train_model(
         device = torch.device(config.device)
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
-            return _train_and_score(genome, data, config, device, progress)
+            start = _Start(cuts, parent_weights)
+            return _train_and_score(genome, data, config, start, device, progress)
     except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -182,14 +218,23 @@ def train_model(
 
 
 def _train_and_score(
-    genome: Genome, data: TrainData, config: TrainConfig, device: torch.device, progress: _Progress
+    genome: Genome,
+    data: TrainData,
+    config: TrainConfig,
+    start: _Start,
+    device: torch.device,
+    progress: _Progress,
 ) -> tuple[TrainResult, nn.Module | None]:
-    dataset, clip = data.dataset, ClipSpec.of(genome)
-    model = build_model(genome, dataset.num_classes).to(device)
+    dataset, clip, cuts = data.dataset, ClipSpec.of(genome), start.cuts
+    model = build_model(genome, dataset.num_classes)
+    inherited = inherit(model, start.parent_weights) if start.parent_weights else 0.0
+    model = model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     warmup = max(1, round(config.iterations * config.warmup_fraction))
+    # One schedule over the full budget, wherever training stops: a candidate that goes on past
+    # a rung continues where it was, and every fitness at a rung is from the same point of it.
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(learning_rate_factor, total=config.iterations, warmup=warmup)
     )
@@ -201,30 +246,38 @@ def _train_and_score(
     amp_dtype = _autocast_dtype(device, config)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     batches = iter(_train_loader(data, clip, config, device))
-    started = time.perf_counter()
-    model.train()
-    for step in range(config.iterations):
-        clips, targets = next(batches)
-        x = clip.normalization.apply(clips.to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = loss_fn(model(x), targets.to(device, non_blocking=True))
-        progress.loss = loss.item()
-        if not math.isfinite(progress.loss):
-            raise _Diverged(f"loss became {progress.loss} at iteration {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
-        progress.iterations = step + 1
-    progress.train_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    scores = _score(model, data, clip, config, device, amp_dtype)
-    eval_seconds = time.perf_counter() - started
-    if math.isnan(scores["fitness"]):
-        why = "no class has a positive video in the validation split, so mAP is undefined"
-        return _result(genome, data, progress, Status.FAILED, why, {}, eval_seconds), None
-    return _result(genome, data, progress, Status.TRAINED, None, scores, eval_seconds), model
+    rungs = rungs_of(config.iterations, config.rungs, config.reduction_factor).iterations
+    scored: list[tuple[int, float]] = []
+    started, eval_seconds = time.perf_counter(), 0.0
+    for rung, end in enumerate(rungs):
+        model.train()
+        for step in range(progress.iterations, end):
+            clips, targets = next(batches)
+            x = clip.normalization.apply(clips.to(device, non_blocking=True))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = loss_fn(model(x), targets.to(device, non_blocking=True))
+            progress.loss = loss.item()
+            if not math.isfinite(progress.loss):
+                raise _Diverged(f"loss became {progress.loss} at iteration {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            progress.iterations = step + 1
+        scoring = time.perf_counter()
+        scores = _score(model, data, clip, config, device, amp_dtype)
+        eval_seconds += time.perf_counter() - scoring
+        if math.isnan(scores["fitness"]):
+            why = "no class has a positive video in the validation split, so mAP is undefined"
+            progress.train_seconds = time.perf_counter() - started - eval_seconds
+            return _result(genome, data, progress, Status.FAILED, why, {}, eval_seconds), None
+        scored.append((end, scores["fitness"]))
+        if rung < len(cuts) and not goes_on(scores["fitness"], cuts[rung]):
+            break
+    progress.train_seconds = time.perf_counter() - started - eval_seconds
+    result = _result(genome, data, progress, Status.TRAINED, None, scores, eval_seconds)
+    return dataclasses.replace(result, rungs=tuple(scored), inherited=inherited), model
 
 
 def learning_rate_factor(step: int, *, total: int, warmup: int) -> float:
@@ -282,7 +335,14 @@ def _score(
     amp_dtype: torch.dtype | None,
 ) -> dict[str, float]:
     clips = _clips(data, clip, train=False, num_clips=config.val_clips)
-    loader = DataLoader(clips, batch_size=config.batch_size, num_workers=config.num_workers)
+    # A private generator: iterating a loader draws its workers' base seed, and from the global
+    # stream that would shift the dropout masks of the training that goes on after a rung.
+    loader = DataLoader(
+        clips,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     model.eval()
     logits = []
     for x, _ in loader:

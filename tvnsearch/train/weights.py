@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from tvnsearch.data.clips import ClipSpec, Normalization
@@ -143,3 +144,26 @@ def run_weights_path(run_dir: str | Path, candidate_id: int) -> Path:
 def save_run_weights(run_dir: str | Path, candidate_id: int, data: bytes) -> None:
     """Keep a trained candidate's weights in its run folder (a whole file or none)."""
     atomic_write_bytes(run_weights_path(run_dir, candidate_id), data)
+
+
+def load_run_weights(run_dir: str | Path, candidate_id: int) -> bytes | None:
+    """The weights file a run kept for ``candidate_id``, as bytes; None when it kept none."""
+    path = run_weights_path(run_dir, candidate_id)
+    return path.read_bytes() if path.is_file() else None
+
+
+def inherit(model: nn.Module, parent: bytes) -> float:
+    """Start ``model`` from a parent's weights (a safetensors file's bytes) wherever a tensor of
+    the same name has the same shape: the layers a mutation left alone, and often the head. The
+    share of the model's parameters (counted in numbers) that came from the parent."""
+    from safetensors.torch import load  # tensors only: reading runs no code
+
+    given = load(parent)
+    own = model.state_dict()
+    same = [k for k, v in own.items() if k in given and given[k].shape == v.shape]
+    with torch.no_grad():
+        for name in same:
+            own[name].copy_(given[name])
+    parameters = dict(model.named_parameters())
+    total = sum(p.numel() for p in parameters.values())
+    return sum(parameters[k].numel() for k in same if k in parameters) / max(1, total)
