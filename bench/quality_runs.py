@@ -35,7 +35,7 @@ import torch
 
 from tvnsearch.data.frame_cache import FrameCache
 from tvnsearch.files import atomic_write_bytes, atomic_write_text
-from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.genes import Genome, genome_from_dict
 from tvnsearch.genome.plan import network_id
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.gate import Gate, Verdict
@@ -243,6 +243,30 @@ def _search(
         flush=True,
     )
     return {"arm": name, "seed": seed, "run_dir": str(run_dir)}
+
+
+def from_scratch(
+    genomes: list[Genome], recipe: RunConfig, data_path: str, cache: str, work: Path
+) -> list[float | None]:
+    """Each genome's fitness trained from scratch with the searches' settings: what the
+    architecture a search found is worth apart from any weights it inherited (read off the kept
+    curves where a search trained it from scratch already)."""
+    torch.set_num_threads(1)
+    data = prepare_data(data_path, FrameCache(Path(cache), short_side=recipe.data.cache_size))
+    train = dataclasses.replace(recipe.train, rungs=ARMS["evolution+asha"].rungs)
+    folder = curves_folder(work, train, str(data.dataset.source))
+    training = SharedTraining(data, train, folder, budget=2**62, multi_fidelity=False)
+    return [training(Job(genome), None).fitness for genome in genomes]
+
+
+def best_genome(run_dir: str | Path, full: int) -> Genome | None:
+    """The genome of the fittest candidate trained in full, within the search's compute."""
+    frame = read_lineage(run_dir)
+    trained = frame[(frame["iterations"] == full) & frame["fitness"].notna()]
+    if not len(trained):
+        return None
+    row = trained.sort_values(["fitness", "candidate_id"], ascending=[False, True]).iloc[0]
+    return genome_from_dict(json.loads(row["genome_json"]))
 
 
 def spent_and_best(run_dir: str | Path, full: int) -> pd.DataFrame:

@@ -12,21 +12,25 @@
             temporal), same settings and seeds: where random genomes stand between them.
 (compare)   Best fitness found over training compute (iterations), at equal compute, one search
             per strategy and seed: random search, evolution, evolution with multi-fidelity
-            training (ASHA, 3 rungs), Optuna's TPE; local.toml's recipe with a tighter runtime
-            constraint (``COMPARE_MAX_CPU_MS``), ``quality_runs.COMPUTE_FULL`` full trainings'
-            worth of iterations each (``bench/quality_runs.py`` says how trainings are shared).
-            Per seed, evolution's and random search's final best, Wilcoxon's signed-rank test
-            (exact, one-sided); the share of the compute at which multi-fidelity evolution has
-            reached random search's final best (goal <= 30 %).
+            training (ASHA, 3 rungs), evolution whose children inherit their parent's weights,
+            Optuna's TPE; local.toml's recipe with a tighter runtime constraint
+            (``COMPARE_MAX_CPU_MS``), ``quality_runs.COMPUTE_FULL`` full trainings' worth of
+            iterations each (``bench/quality_runs.py`` says how trainings are shared). Per pair of
+            strategies, seed by seed: wins and Wilcoxon's signed-rank test (exact, one-sided); the
+            share of the compute at which multi-fidelity evolution has reached random search's
+            final best (goal <= 30 %); the best architectures of evolution with and without
+            inheritance trained again from scratch (an inheriting search's fitness includes its
+            ancestors' training).
 (front)     The same for the accuracy/latency front: hypervolume of fitness x cpu_ms (reference
             point: fitness 0, the runtime constraint) over compute, for Pareto evolution, Optuna's
             NSGA-II and random search.
 Plots: bench/results/search_quality-compare.png, search_quality-front.png.
 
     nice -n 10 .venv/bin/python bench/search_quality.py [--sections snr reference compare front]
-        [--quick] [--seeds 5] [--data DIR] [--jobs 2] [--out FILE]
+        [--quick] [--seeds 5] [--compute 20] [--reuse] [--data DIR] [--jobs 2] [--out FILE]
 
-compare and front run together when both are asked (their searches share random search's).
+compare and front run together when both are asked (their searches share random search's); each
+search's run folder stays in bench/out/search_quality/runs, and --reuse analyses them again.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ SEEDS = (0, 1)  # training seeds: weights, clip order, offsets, crops, flips
 # keeps dozens of searches within an hour, and is the same constraint for every strategy.
 COMPARE_MAX_CPU_MS = 2.0
 PLOTS = RESULTS.parent / "search_quality-{}.png"
+WORK = ROOT / "bench" / "out" / "search_quality"  # compare, front: run folders, curves, the data
 
 
 # All inside search_spaces/tiny.toml; (resolution, frames, stride, pipelining depth, blocks).
@@ -295,6 +300,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         finals.setdefault(run["arm"], {})[run["seed"]] = _num(at[-1])
     seeds = sorted(finals["random"])
     pairs = {f"{a} > {b}": _paired(finals, a, b, seeds) for a, b in PAIRS}
+    # An inheriting search's fitnesses include the training its ancestors had: its best
+    # architecture, trained from scratch, against evolution's (trained from scratch already).
+    scratch = _from_scratch(runs, ("evolution+inherit", "evolution"), full, args)
+    pairs["evolution+inherit > evolution, best retrained from scratch"] = _paired(
+        scratch, "evolution+inherit", "evolution", seeds
+    )
     paired = pairs["evolution > random"]["differences"]
     p_value, num_pairs = quality_runs.wilcoxon_greater(paired)
     reach = {
@@ -314,6 +325,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "wilcoxon_p_one_sided": p_value,
         "wilcoxon_pairs": num_pairs,
         "pairs": pairs,
+        "best_retrained_from_scratch": scratch,
         "asha_reaches_random_final_at": reach,
         "asha_reach_median": float(np.median(list(reach.values()))),
         "grid_full_trainings": list(grid / full),
@@ -368,6 +380,24 @@ PAIRS = (  # (a, b): does a end better than b, seed by seed?
 )
 
 
+def _from_scratch(
+    runs: list[dict[str, Any]], arms: tuple[str, ...], full: int, args: argparse.Namespace
+) -> dict[str, dict[int, float | None]]:
+    """Per arm and seed, the fitness of the search's best genome trained from scratch."""
+    chosen = [r for r in runs if r["arm"] in arms]
+    genomes = [quality_runs.best_genome(r["run_dir"], full) for r in chosen]
+    found = [g for g in genomes if g is not None]
+    values = iter(
+        quality_runs.from_scratch(
+            found, _compare_recipe(), str(WORK / "motion"), str(args.cache), WORK
+        )
+    )
+    table: dict[str, dict[int, float | None]] = {a: {} for a in arms}
+    for run, genome in zip(chosen, genomes, strict=True):
+        table[run["arm"]][run["seed"]] = next(values) if genome is not None else None
+    return table
+
+
 def _paired(finals: dict, a: str, b: str, seeds: list[int]) -> dict[str, Any]:
     """Final bests of ``a`` and ``b`` seed by seed: differences, wins, Wilcoxon's p (a > b)."""
     nan = float("nan")
@@ -392,9 +422,7 @@ def _searches(args: argparse.Namespace) -> list[dict[str, Any]]:
     once (a seed's searches in one process, in the order of ``ARMS``: random search first)."""
     if getattr(args, "searches", None) is not None:
         return args.searches
-    recipe = load_recipe(RECIPE, [f"constraints.max_cpu_ms={COMPARE_MAX_CPU_MS}"])
-    work = ROOT / "bench" / "out" / "search_quality"  # kept: run folders, curves, the data
-    data = work / "motion"
+    recipe, data = _compare_recipe(), WORK / "motion"
     if not data.exists() and tvnsearch_main(["data", "synth", "--out", str(data)]) != 0:
         raise SystemExit("could not write the default benchmark")
     prepare_data(data, FrameCache(args.cache, short_side=recipe.data.cache_size))  # decode once
@@ -402,16 +430,37 @@ def _searches(args: argparse.Namespace) -> list[dict[str, Any]]:
         a for a in ARMS if a in MULTI and "front" in args.sections
     ]
     arms = [a for a in ARMS if a in wanted]
+    if args.reuse:  # the searches of the last run, analysed again
+        args.searches = [
+            {"arm": a, "seed": s, "run_dir": str(WORK / "runs" / f"{a}-seed{s}")}
+            for s in range(args.seeds)
+            for a in arms
+        ]
+        missing = [r["run_dir"] for r in args.searches if not Path(r["run_dir"]).is_dir()]
+        if missing:
+            raise SystemExit(f"--reuse: no such search: {missing[0]}")
+    else:
+        args.searches = _run_searches(args, arms, recipe, data)
+    for run in args.searches:
+        run["counts"] = _run_counts(run["run_dir"])
+    return args.searches
+
+
+def _compare_recipe() -> RunConfig:
+    return load_recipe(RECIPE, [f"constraints.max_cpu_ms={COMPARE_MAX_CPU_MS}"])
+
+
+def _run_searches(
+    args: argparse.Namespace, arms: list[str], recipe: RunConfig, data: Path
+) -> list[dict[str, Any]]:
+    work = WORK
     shutil.rmtree(work / "runs", ignore_errors=True)  # the curves stay: see quality_runs
     jobs = [
         (s, arms, recipe, str(data), str(args.cache), work, args.compute) for s in range(args.seeds)
     ]
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
-        args.searches = [run for runs in pool.map(quality_runs.run_seed, jobs) for run in runs]
-    for run in args.searches:
-        run["counts"] = _run_counts(run["run_dir"])
-    return args.searches
+        return [run for runs in pool.map(quality_runs.run_seed, jobs) for run in runs]
 
 
 def _run_counts(run_dir: str) -> dict[str, int]:
@@ -528,6 +577,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="compare, front: seeds (5)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--compute", type=int, default=None, help="compare, front: full trainings")
+    parser.add_argument(
+        "--reuse", action="store_true", help="compare, front: analyse the last run's searches"
+    )
     args = parser.parse_args()
     args.compute = args.compute or (3 if args.quick else quality_runs.COMPUTE_FULL)
     if args.quick:
