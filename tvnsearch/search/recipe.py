@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import operator
+import re
 import tomllib
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.measure.constraints import Constraints, constraints_from_dict
 
 if TYPE_CHECKING:
     from tvnsearch.train.training import TrainConfig
+
+Limits = dict[str, str | tuple[str, ...]]  # a table's key: its conditions, "op number" each
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class SearchSection:
     inherit_weights: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # the strategy's keyword arguments
 
+    LIMITS: ClassVar[Limits] = {"budget": ">= 1", "num_trained": ">= 1"}
+
 
 @dataclass(frozen=True)
 class DataSection:
@@ -51,6 +58,8 @@ class DataSection:
     cache_size: int = 128  # cached frames' shorter side, px
     val_fraction: float = 0.2  # held out per class when the data has no split
     split_seed: int = 0
+
+    LIMITS: ClassVar[Limits] = {"cache_size": ">= 8", "val_fraction": ("> 0", "< 1")}
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,16 @@ class ResourcesSection:
     address: str | None = None  # a Ray cluster ("auto", "host:6379"); none: embedded local Ray
     num_cpus: int | None = None  # embedded Ray's CPUs; default: every usable core
 
+    LIMITS: ClassVar[Limits] = {
+        "num_workers": ">= 1",
+        "cpus_per_worker": "> 0",
+        "gpus_per_worker": ">= 0",
+        "profiler_threads": ">= 1",
+        "num_profilers": ">= 1",
+        "max_retries": ">= 0",
+        "num_cpus": ">= 1",
+    }
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -74,27 +93,18 @@ class RunConfig:
     resources: ResourcesSection
 
     def __post_init__(self) -> None:
-        problems = [Problem("search.budget", "must be >= 1")] if self.search.budget < 1 else []
+        """What one table cannot say alone (each table's ``LIMITS`` are checked as it is read)."""
+        problems = []
         wanted = self.search.num_trained
-        if wanted is not None and not 1 <= wanted <= self.search.budget:
-            why = f"must be between 1 and search.budget ({self.search.budget}), but got {wanted}"
+        if wanted is not None and wanted > self.search.budget:
+            why = f"must be at most search.budget ({self.search.budget}), but got {wanted}"
             problems.append(Problem("search.num_trained", why))
-        problems += [
-            Problem(f"resources.{n}", "must be >= 1")
-            for n in ("num_workers", "profiler_threads", "num_profilers")
-            if getattr(self.resources, n) < 1
-        ]
-        if self.resources.max_retries < 0:
-            problems.append(Problem("resources.max_retries", "must be >= 0"))
-        if self.train.val_clips < 1:
-            problems.append(Problem("train.val_clips", "must be >= 1"))
         if self.search.inherit_weights and not self.search.keep_weights:
             why = "needs search.keep_weights = true: a child starts from its parent's kept weights"
             problems.append(Problem("search.inherit_weights", why))
-        if self.train.rungs < 1:
-            problems.append(Problem("train.rungs", "must be >= 1"))
-        if self.train.reduction_factor <= 1:
-            problems.append(Problem("train.reduction_factor", "must be > 1"))
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.train.device):
+            why = f"must be cpu, cuda or cuda:N, but got {self.train.device!r}"
+            problems.append(Problem("train.device", why))
         if problems:
             raise InputError("recipe", problems)
 
@@ -160,7 +170,37 @@ def _section(data: dict[str, Any], name: str, cls: type, problems: list[Problem]
         why = _type_problem(hints[key], value) if key in hints else None
         if why:
             problems.append(Problem(f"{name}.{key}", why))
-    return cls(**table) if not problems else None
+    if problems:
+        return None
+    built = cls(**table)
+    problems += limit_problems(built, name)
+    return built
+
+
+def limit_problems(table: Any, name: str) -> list[Problem]:
+    """Each value of ``table`` (a recipe table's dataclass) outside its class's ``LIMITS``
+    (``{"iterations": ">= 1", "val_fraction": ("> 0", "< 1")}``), named ``name.key``; a value
+    of None is left unchecked (it means "not set")."""
+    problems = []
+    for key, limits in getattr(type(table), "LIMITS", {}).items():
+        value = getattr(table, key)
+        broken = [c for c in _conditions(limits) if value is not None and not _holds(value, c)]
+        if broken:
+            allowed = " and ".join(_conditions(limits))
+            problems.append(Problem(f"{name}.{key}", f"must be {allowed}, but got {value!r}"))
+    return problems
+
+
+def _conditions(limits: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (limits,) if isinstance(limits, str) else limits
+
+
+_OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def _holds(value: float, condition: str) -> bool:
+    op, bound = condition.split()
+    return _OPERATORS[op](value, float(bound)) and math.isfinite(value)
 
 
 def _is_required(f: dataclasses.Field) -> bool:

@@ -14,6 +14,7 @@ failed (its traceback and what its worker printed).
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -100,6 +101,11 @@ def new_strategy(config: RunConfig, space: SearchSpace, *, source: str) -> Strat
     if s.strategy not in STRATEGIES:
         why = f"must be one of {list(STRATEGIES)}, but got {s.strategy!r}"
         raise InputError(source, [Problem("search.strategy", why)])
+    accepted = _options_of(strategy_class(s.strategy))
+    unknown = [k for k in s.options if k not in accepted]
+    if unknown:
+        why = f"is not an option of strategy {s.strategy!r}, which takes {sorted(accepted)}"
+        raise InputError(source, [Problem(f"search.options.{k}", why) for k in unknown])
     try:
         strategy = make_strategy(s.strategy, space, seed=s.seed, **s.options)
     except (TypeError, ValueError) as exc:
@@ -113,6 +119,12 @@ def new_strategy(config: RunConfig, space: SearchSpace, *, source: str) -> Strat
         )
         raise InputError(source, [Problem("train.rungs", why)])
     return strategy
+
+
+def _options_of(cls: type) -> set[str]:
+    """The keyword options a strategy's constructor takes (besides the space and the seed)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {n for n, p in parameters.items() if p.kind == p.KEYWORD_ONLY and n != "seed"}
 
 
 def profiled_devices(config: RunConfig, strategy: Strategy) -> list[str]:

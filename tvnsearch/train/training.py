@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +70,21 @@ class TrainConfig:
     # 1/reduction_factor there. 1: every candidate trains for ``iterations``.
     rungs: int = 1
     reduction_factor: float = 3.0
+
+    # What each setting may be: a recipe or command line outside it is refused, naming the key
+    # (``tvnsearch.search.recipe.limit_problems``).
+    LIMITS: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "iterations": ">= 1",
+        "batch_size": ">= 1",
+        "learning_rate": "> 0",
+        "weight_decay": ">= 0",
+        "warmup_fraction": (">= 0", "< 1"),
+        "label_smoothing": (">= 0", "< 1"),
+        "num_workers": ">= 0",
+        "val_clips": ">= 1",
+        "rungs": ">= 1",
+        "reduction_factor": "> 1",
+    }
 
 
 @dataclass(frozen=True)
