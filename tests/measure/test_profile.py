@@ -196,6 +196,26 @@ def test_cli_without_a_gpu_exits_2_naming_the_option(capsys, tmp_path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--min-seconds", "nan"], "--min-seconds: must be a number of seconds from 0 to 600"),
+        (["--min-seconds", "1e9"], "--min-seconds: must be a number of seconds from 0 to 600"),
+        (["--threads", "999"], "--threads: this machine lets this process use"),
+    ],
+)
+def test_cli_settings_out_of_range_exit_2_naming_the_option(
+    capsys, tmp_path, option: list[str], expected: str
+) -> None:
+    path = tmp_path / "g.json"
+    path.write_text(small_genome().to_json())
+    try:
+        code = main(["profile", str(path), *option])
+    except SystemExit as exc:  # argparse's own refusals exit by themselves
+        code = exc.code
+    assert code == 2 and expected in capsys.readouterr().err
+
+
 def test_short_networks_are_timed_for_at_least_min_seconds() -> None:
     settings = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.1)
     p = measure(small_genome(), 10, settings)

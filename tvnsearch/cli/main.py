@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from tvnsearch.cli.inspect_commands import add_inspect_parsers
 from tvnsearch.cli.model_commands import add_model_parsers
 from tvnsearch.cli.run_commands import add_run_parsers
-from tvnsearch.errors import InputError
+from tvnsearch.errors import InputError, Problem
 from tvnsearch.files import atomic_write_text
 from tvnsearch.genome.genes import Genome, describe_block
 from tvnsearch.genome.plan import plan_network
@@ -31,6 +32,21 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}")
+    return value
+
+
+MAX_PROFILE_SECONDS = 600.0  # a measurement longer than ten minutes is a mistake
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_PROFILE_SECONDS:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 to {MAX_PROFILE_SECONDS:g}, but got {text!r}"
+        )
     return value
 
 
@@ -251,7 +267,7 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     profile.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (1)")
     profile.add_argument("--runs", type=_positive_int, default=25, help="timed runs, at least (25)")
     profile.add_argument(
-        "--min-seconds", type=float, default=1.0, help="time at least this long in all (1.0)"
+        "--min-seconds", type=_seconds, default=1.0, help="time at least this long in all (1.0)"
     )
     profile.add_argument("--warmup", type=_positive_int, default=5, help="warm-up runs (5)")
     profile.add_argument("--num-classes", type=_positive_int, default=400, help="(400)")
@@ -260,6 +276,7 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from tvnsearch.measure.affinity import usable_cores
     from tvnsearch.measure.device import check_device
     from tvnsearch.measure.measurement import measure
     from tvnsearch.measure.profile import Settings, describe_profile
@@ -267,7 +284,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     genome = load_genome(args.genome)
     check_device(args.device, threads=args.threads, source="command line")
-    settings = Settings(args.device, args.threads, args.warmup, args.runs, max(args.min_seconds, 0))
+    cores = len(usable_cores())
+    if args.device == "cpu" and args.threads > cores:
+        why = f"this machine lets this process use {cores} core(s), but got {args.threads}"
+        raise InputError("command line", [Problem("--threads", why)])
+    settings = Settings(args.device, args.threads, args.warmup, args.runs, args.min_seconds)
     profile = measure(genome, args.num_classes, settings)
     print(json.dumps(profile.to_dict(), indent=2) if args.json else describe_profile(profile))
     return 0 if profile.status == Status.ADMITTED else 1
