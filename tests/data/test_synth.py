@@ -93,3 +93,9 @@ def test_cli_writes_the_dataset(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("tvnsearch data: synthetic dataset: num_videos: must be >= 18")
     assert err.count("\n") == 1
+    assert main([*argv, "--num-videos", "20"]) == 2  # not as many in each of the 9 classes
+    err = capsys.readouterr().err
+    assert err == (
+        "tvnsearch data: synthetic dataset: num_videos: must be a multiple of 9 (as many videos "
+        "in each class), but got 20\n"
+    )

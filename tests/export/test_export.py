@@ -117,6 +117,8 @@ def test_the_best_export_holds_the_network_and_a_full_card(best_export, searched
     assert 0 <= card["checks"]["onnx_max_abs_diff"] <= TOLERANCE
     text = (best_export / "MODEL_CARD.md").read_text()
     assert f"{row['cpu_ms']:.3f} ms per clip" in text and "## Lineage" in text
+    every = "every frame" if clip.frame_stride == 1 else f"every {clip.frame_stride}"
+    assert f"{clip.num_frames} frames, {every}" in text
 
 
 def test_exported_models_match_pytorch_in_a_process_without_tvnsearch(

@@ -86,6 +86,7 @@ def test_overrides_are_typed_and_override_paths_resolve_here(tmp_path, monkeypat
         ("resources.cpus_per_worker=0", r"resources\.cpus_per_worker: must be > 0"),
         ("resources.cpus_per_worker=-1", r"resources\.cpus_per_worker: must be > 0"),
         ("search.num_trained=0", r"search\.num_trained: must be >= 1"),
+        ('search.name="../x"', r"search\.name: must be a plain folder name .* but got '\.\./x'"),
         ("train.reduction_factor=1", "train.reduction_factor: must be > 1"),
     ],
 )

@@ -115,6 +115,12 @@ def _resolved(config: SynthConfig) -> SynthConfig:
                 "num_videos", f"must be >= {least} (two per class), but got {config.num_videos}"
             )
         )
+    elif config.num_videos % len(task.classes):
+        why = (
+            f"must be a multiple of {len(task.classes)} (as many videos in each class), "
+            f"but got {config.num_videos}"
+        )
+        problems.append(Problem("num_videos", why))
     if config.size < 16:
         problems.append(Problem("size", f"must be >= 16 pixels, but got {config.size}"))
     if problems:

@@ -157,7 +157,7 @@ def _input_text(i: Mapping[str, Any]) -> str:
             "## Input",
             "",
             f"- tensor: {i['dtype']} {i['layout']} = {shape}, {i['channels']}",
-            f"- clip: {i['num_frames']} frames, every {_ordinal(i['frame_stride'])} frame "
+            f"- clip: {i['num_frames']} frames, {_every(i['frame_stride'])} "
             f"of the video, {i['resolution']} x {i['resolution']} pixels",
             f"- normalisation: {i['formula']}; mean {n['mean']}, std {n['std']}",
             f"- sampling: {i['sampling']}",
@@ -165,8 +165,13 @@ def _input_text(i: Mapping[str, Any]) -> str:
     )
 
 
-def _ordinal(n: int) -> str:
-    return "" if n == 1 else f"{n}{'nd' if n == 2 else 'rd' if n == 3 else 'th'}"
+def _every(n: int) -> str:
+    """``every frame``, ``every 2nd frame``, ..."""
+    return (
+        "every frame"
+        if n == 1
+        else f"every {n}{'nd' if n == 2 else 'rd' if n == 3 else 'th'} frame"
+    )
 
 
 def _output_text(o: Mapping[str, Any]) -> str:

@@ -102,6 +102,10 @@ class RunConfig:
         if self.search.inherit_weights and not self.search.keep_weights:
             why = "needs search.keep_weights = true: a child starts from its parent's kept weights"
             problems.append(Problem("search.inherit_weights", why))
+        name = self.search.name
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", name):
+            why = f"must be a plain folder name (letters, digits, . _ -), but got {name!r}"
+            problems.append(Problem("search.name", why))
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.train.device):
             why = f"must be cpu, cuda or cuda:N, but got {self.train.device!r}"
             problems.append(Problem("train.device", why))
