@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,14 +16,27 @@ from tvnsearch.errors import InputError
 TEMP_SUFFIX = ".tmp"
 
 
+def read_text(path: str | Path) -> str:
+    """A text file's contents; a missing, unreadable or binary file is an ``InputError``."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(str(path), "cannot read: not a text file (not UTF-8)") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning a missing or malformed file into an ``InputError``."""
+    try:
+        return tomllib.loads(read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), f"not valid TOML: {exc}") from None
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, turning a missing or malformed file into an ``InputError``."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            str(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

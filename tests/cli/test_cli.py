@@ -120,3 +120,22 @@ def test_console_script_exit_codes(tmp_path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot read" in bad.stderr
+
+
+def test_an_unwritable_output_path_exits_2_in_one_line(capsys, tmp_path) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    code, _, err = run_cli(capsys, "sample", "--space", TINY, "--out", str(folder))
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("tvnsearch sample: ") and "a-folder" in err
+
+
+@pytest.mark.parametrize("kind", ["recipe", "space"])
+def test_a_binary_file_as_a_recipe_or_space_exits_2_in_one_line(capsys, tmp_path, kind) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)))
+    argv = ["search", str(binary)] if kind == "recipe" else ["sample", "--space", str(binary)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.endswith(f"{binary}: cannot read: not a text file (not UTF-8)\n")
+    assert err.count("\n") == 1

@@ -92,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines():
             print(f"tvnsearch {args.command}: {line}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the user gave that cannot be read or written
+        if exc.filename is None:
+            raise
+        print(f"tvnsearch {args.command}: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 def run() -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import read_toml
 from tvnsearch.genome.genes import BLOCK_FIELDS, GENOME_FIELDS, Block, Genome, check_value
 from tvnsearch.genome.plan import DeadGene, plan_network
 
@@ -197,14 +197,7 @@ class SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read a space TOML file; every problem is named by file and key."""
-    source = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as exc:
-        raise InputError(source, f"cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(source, f"not valid TOML: {exc}") from None
-    return space_from_dict(data, source=source)
+    return space_from_dict(read_toml(path), source=str(path))
 
 
 def space_from_dict(data: dict[str, Any], *, source: str = "space") -> SearchSpace:

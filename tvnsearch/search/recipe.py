@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import read_toml
 from tvnsearch.measure.constraints import Constraints, constraints_from_dict
 
 if TYPE_CHECKING:
@@ -119,12 +120,7 @@ PATH_KEYS = {("search", "space"), ("data", "path"), ("data", "cache_dir")}
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a recipe TOML file and apply ``key=value`` overrides (``train.iterations=50``)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(str(path), f"not valid TOML: {exc}") from None
+    data = read_toml(path)
     _resolve_paths(data, path.resolve().parent)
     for override in overrides:
         _apply(data, override)
