@@ -68,6 +68,17 @@ def test_status_counts_how_far_multi_fidelity_training_went(capsys, searched_run
     assert line in capsys.readouterr().out
 
 
+def test_status_reads_a_run_without_importing_torch(searched_run) -> None:
+    code = (
+        "import sys\n"
+        "from tvnsearch.cli.main import main\n"
+        f"assert main(['status', {str(searched_run)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'status imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_a_recipe_names_the_objectives_of_its_front(capsys, searched_run, tmp_path) -> None:
     run = Path(shutil.copytree(searched_run, tmp_path / searched_run.name))
     recipe = (run / "recipe.toml").read_text().replace('"evolution"', '"pareto"')

@@ -43,7 +43,7 @@ from tvnsearch.status import Status
 from tvnsearch.train.fidelity import RungHistory, history_of, rungs_from_json, rungs_of
 
 if TYPE_CHECKING:
-    from tvnsearch.train.training import TrainConfig
+    from tvnsearch.train.config import TrainConfig
 
 VERDICT_POLL_SECONDS = 0.02  # while measurements run: how soon a verdict is acted on
 

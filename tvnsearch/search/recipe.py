@@ -1,7 +1,7 @@
 """A search recipe: frozen dataclasses read from TOML, with checked ``--set key=value`` overrides.
 
 A recipe has five tables: ``[search]`` (space, strategy and its ``[search.options]``, budget, seed),
-``[data]``, ``[train]`` (the fields of ``tvnsearch.train.training.TrainConfig``), ``[constraints]``
+``[data]``, ``[train]`` (the fields of ``tvnsearch.train.config.TrainConfig``), ``[constraints]``
 (``tvnsearch.measure.constraints.Constraints``) and ``[resources]``. Paths in a recipe file resolve
 against the file's folder; paths given with ``--set`` against the current folder. Every unknown key
 and wrongly typed value is named. ``recipe_toml`` writes a recipe back with absolute paths: the
@@ -21,14 +21,12 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.files import read_toml
 from tvnsearch.measure.constraints import Constraints, constraints_from_dict
-
-if TYPE_CHECKING:
-    from tvnsearch.train.training import TrainConfig
+from tvnsearch.train.config import TrainConfig
 
 Limits = dict[str, str | tuple[str, ...]]  # a table's key: its conditions, "op number" each
 
@@ -128,8 +126,6 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
 
 
 def recipe_from_dict(data: dict[str, Any], *, source: str) -> RunConfig:
-    from tvnsearch.train.training import TrainConfig  # torch loads only where a recipe is read
-
     sections = {
         "search": SearchSection,
         "data": DataSection,
@@ -248,8 +244,6 @@ def _apply(data: dict[str, Any], override: str) -> None:
 
 
 def _check_override_key(keys: list[str]) -> None:
-    from tvnsearch.train.training import TrainConfig
-
     known = {
         "search": SearchSection,
         "data": DataSection,

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from tvnsearch.data.clips import ClipSpec
     from tvnsearch.search.recipe import RunConfig
-    from tvnsearch.train.training import TrainConfig, TrainData
+    from tvnsearch.train.config import TrainConfig
+    from tvnsearch.train.training import TrainData
 
 Evaluator = Callable[["Job", Any], "Evaluation"]  # ``evaluate``, or a stand-in for tests
 MAX_LOG_BYTES = 1 << 20  # of what a worker prints per candidate: the end, where errors are

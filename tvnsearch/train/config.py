@@ -1,0 +1,55 @@
+"""The settings of partial training: a recipe's ``[train]`` table. Torch-free, so that reading a
+recipe (``tvnsearch status``, ``resume``'s checks) does not import torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 1000  # the paper used 10,000 on Kinetics; a recipe sets its own budget
+    batch_size: int = 16  # enough clips for BatchNorm statistics, small enough for quick steps
+    # AdamW: one learning rate suits the very different networks of a search (SGD's best rate
+    # moves with depth and width). 5e-3 after warm-up: on the synthetic benchmark 2e-3 had not
+    # learnt the motion after 300 steps; short budgets want a high rate.
+    learning_rate: float = 5e-3
+    weight_decay: float = 0.05  # decoupled, as in the DeiT and ConvNeXt AdamW recipes
+    warmup_fraction: float = 0.05  # linear warm-up, then cosine to 0: no schedule to tune
+    label_smoothing: float = 0.0  # off: short budgets barely overfit
+    flip: bool = True  # left-right flips; turn off where left and right differ in meaning
+    seed: int = 0  # weights, clip order, offsets, crops, flips and dropout
+    device: str = "cpu"
+    # A clip from the frame cache takes under 1 ms (bench/data_bench.py), little beside a CPU
+    # training step; on a GPU, workers keep it fed.
+    num_workers: int = 0
+    mixed_precision: bool = True  # bf16 (or fp16 with loss scaling) autocast, on CUDA only
+    # Clips scored per validation video, spread evenly over it, their logits averaged; 1 is the
+    # centred clip alone. 1 by default: on the synthetic benchmark, whose motion fills every
+    # video, 3 clips changed no fitness in 8 trainings and tripled the scoring time (from 3 % of
+    # a 150-iteration training to 7-10 %); and a run recorded before this setting resumes scored
+    # as it began. Videos whose action fills a part of them (Kinetics) want 3 or more:
+    # runners/paper.toml sets 3.
+    val_clips: int = 1
+    # Multi-fidelity (``tvnsearch.train.fidelity``): training may stop at up to ``rungs`` points,
+    # each ``reduction_factor`` times the iterations of the one before and ending at
+    # ``iterations``; a candidate goes on past one only if it scores among the best
+    # 1/reduction_factor there. 1: every candidate trains for ``iterations``.
+    rungs: int = 1
+    reduction_factor: float = 3.0
+
+    # What each setting may be: a recipe or command line outside it is refused, naming the key
+    # (``tvnsearch.search.recipe.limit_problems``).
+    LIMITS: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "iterations": ">= 1",
+        "batch_size": ">= 1",
+        "learning_rate": "> 0",
+        "weight_decay": ">= 0",
+        "warmup_fraction": (">= 0", "< 1"),
+        "label_smoothing": (">= 0", "< 1"),
+        "num_workers": ">= 0",
+        "val_clips": ">= 1",
+        "rungs": ">= 1",
+        "reduction_factor": "> 1",
+    }
