@@ -48,10 +48,6 @@ class Rungs:
         if self.reduction_factor <= 1:
             raise ValueError(f"reduction_factor must be > 1, but got {self.reduction_factor}")
 
-    @property
-    def full(self) -> int:
-        return self.iterations[-1]
-
 
 def rungs_of(iterations: int, num_rungs: int, reduction_factor: float = 3.0) -> Rungs:
     """Up to ``num_rungs`` rungs ending at ``iterations``, each ``reduction_factor`` times the

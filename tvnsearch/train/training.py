@@ -132,12 +132,6 @@ class _Diverged(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Start:  # what a candidate brings besides its genome
-    cuts: Cuts
-    parent_weights: bytes | None
-
-
 def train_genome(
     genome: Genome,
     data: TrainData,
@@ -169,8 +163,7 @@ def train_model(
         device = torch.device(config.device)
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
-            start = _Start(cuts, parent_weights)
-            return _train_and_score(genome, data, config, start, device, progress)
+            return _train_and_score(genome, data, config, cuts, parent_weights, device, progress)
     except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -189,13 +182,14 @@ def _train_and_score(
     genome: Genome,
     data: TrainData,
     config: TrainConfig,
-    start: _Start,
+    cuts: Cuts,
+    parent_weights: bytes | None,
     device: torch.device,
     progress: _Progress,
 ) -> tuple[TrainResult, nn.Module | None]:
-    dataset, clip, cuts = data.dataset, ClipSpec.of(genome), start.cuts
+    dataset, clip = data.dataset, ClipSpec.of(genome)
     model = build_model(genome, dataset.num_classes)
-    inherited = inherit(model, start.parent_weights) if start.parent_weights else 0.0
+    inherited = inherit(model, parent_weights) if parent_weights else 0.0
     model = model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
