@@ -173,7 +173,8 @@ def _inline_overhead(options: dict) -> dict[str, Any]:
 
 
 def _ray_overhead(num: int) -> dict[str, Any]:
-    from tvnsearch.search.executors import Placement, RayExecutor, start_ray, stop_ray
+    from tvnsearch.search.executors import Placement, RayExecutor
+    from tvnsearch.search.ray_session import start_ray, stop_ray
 
     start_ray(num_cpus=2)
     try:

@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 
 from tvnsearch import published_genome
@@ -54,6 +53,7 @@ from tvnsearch.measure.profile import Profile, Settings
 from tvnsearch.measure.profiler import Profiler
 from tvnsearch.models.builder import build_model
 from tvnsearch.search.executors import start_profiler
+from tvnsearch.search.ray_session import start_ray, stop_ray
 from tvnsearch.status import Status
 
 RESULTS = Path(__file__).parent / "results" / "profile_bench.json"
@@ -151,7 +151,7 @@ def under_load(
 ) -> dict:
     naive = Settings(threads=default_threads)
     pin_process(usable_cores())  # a naive worker is pinned to nothing
-    ray.init(num_cpus=len(usable_cores()), include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=len(usable_cores()))
     try:
         idle = {"profiler": _actor_median(genome, reserved), "naive": _naive_median(genome, naive)}
         with training_load(training):
@@ -160,7 +160,7 @@ def under_load(
                 "naive": _naive_median(genome, naive),
             }
     finally:
-        ray.shutdown()
+        stop_ray()
     rows = {k: {"idle_ms": idle[k], "load_ms": load[k], "ratio": load[k] / idle[k]} for k in idle}
     for name, row in rows.items():
         print(

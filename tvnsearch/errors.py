@@ -31,6 +31,11 @@ class InputError(ValueError):
         return [f"{self.source}: {problem}" for problem in self.problems]
 
 
+class Notice(UserWarning):
+    """What a user should know of a command that went on: a damaged file left out, a cache that
+    did not parse and is rebuilt. The command line prints each as one line."""
+
+
 class SearchStopped(RuntimeError):
     """A failure that would repeat for every later candidate (a profiler that keeps dying, data
     that is gone): the search stops with this one line, its run folder resumable as it is."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -69,8 +70,13 @@ def atomic_writer(
     loss leaves the old file or the new one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except FileExistsError:  # a file where a folder on the way should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -78,10 +84,35 @@ def atomic_writer(
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # a folder at ``path``: name it, not the temporary file
+            raise _naming(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` about ``path``, the file the user named, instead of a temporary file beside it."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Refuse a destination that cannot be written, before any work is done for it: an
+    ``InputError`` naming ``path`` when a file stands where a folder is wanted (or the reverse),
+    or when its nearest existing folder cannot be written in (read-only, ``/proc``). Creates
+    nothing; a ``folder`` that exists is written in, one that does not is made."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(str(path), "is a folder, not a file" if path.is_dir() else "is a file")
+    here = path if path.is_dir() else next(p for p in path.absolute().parents if p.exists())
+    if not here.is_dir():
+        raise InputError(str(path), f"cannot write: {here} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=here, prefix=".tvnsearch-probe-"))
+    except OSError as exc:
+        raise InputError(str(path), f"cannot write in {here}: {exc.strerror or exc}") from None
 
 
 def remove_leftovers(folder: Path) -> None:

@@ -52,8 +52,8 @@ def test_sigterm_ends_a_search_with_one_line_and_a_resumable_run(tmp_path: Path)
     search.send_signal(signal.SIGTERM)
     _, err = search.communicate(timeout=120)
     (run_dir,) = (tmp_path / "r").iterdir()
-    assert search.returncode == 130, err
-    assert f"interrupted; resume with: tvnsearch resume {run_dir}" in err
+    assert search.returncode == 143, err
+    assert f"terminated; resume with: tvnsearch resume {run_dir}" in err
     assert "Traceback" not in err
     told = read_lineage(run_dir)
     assert 0 < len(told) < 400 and sorted(told["candidate_id"]) == list(range(len(told)))

@@ -95,7 +95,9 @@ def test_a_recipe_names_the_objectives_of_its_front(capsys, searched_run, tmp_pa
 
 
 def test_a_run_with_nothing_told_has_no_volume_yet(capsys, tmp_path) -> None:
-    (tmp_path / "data").mkdir()
+    from tvnsearch.data.synth import SynthConfig, write_synth
+
+    write_synth(tmp_path / "data", SynthConfig(num_videos=18, size=32, num_frames=4))
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(
         SEARCHED_RECIPE.format(space=SPACES_DIR / "tiny.toml", data="data", cache="frames")

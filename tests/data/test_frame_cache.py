@@ -62,6 +62,14 @@ def test_index_caches_readable_videos_and_skips_the_others_once(tmp_path, videos
     assert (odd.height, odd.width) == (24, 34)  # 37x53 with the shorter side shrunk to 24
 
 
+def test_index_tells_how_many_videos_are_done(tmp_path, videos) -> None:
+    told: list[tuple[int, int]] = []
+    FrameCache(tmp_path / "cache", short_side=24).index(
+        videos.values(), on_video=lambda *done: told.append(done), on_skip=lambda _: None
+    )
+    assert told == [(i, 6) for i in range(1, 7)]  # the unreadable ones count as done too
+
+
 def test_cached_frames_equal_a_fresh_decode(tmp_path, videos) -> None:
     index = FrameCache(tmp_path / "cache", short_side=24).index([videos["wide"]])
     expected = decode_video(videos["wide"], short_side=24)

@@ -130,7 +130,8 @@ def test_the_command_line_writes_the_motion_benchmark_by_default(tmp_path, capsy
     assert json.loads((out / "synth.json").read_text())["task"] == "motion"
     assert main([*argv, "--task", "nope"]) == 2
     assert capsys.readouterr().err == (
-        "tvnsearch data: synthetic dataset: task: must be one of disc, motion, but got 'nope'\n"
+        "tvnsearch data synth: synthetic dataset: task: must be one of disc, motion, "
+        "but got 'nope'\n"
     )
     assert main([*argv, "--num-videos", "30"]) == 2
     assert "num_videos: must be >= 48 (two per class), but got 30" in capsys.readouterr().err

@@ -91,11 +91,11 @@ def test_cli_writes_the_dataset(tmp_path, capsys) -> None:
     assert json.loads((out / "synth.json").read_text())["seed"] == 3
     assert main([*argv, "--num-videos", "5"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tvnsearch data: synthetic dataset: num_videos: must be >= 18")
+    assert err.startswith("tvnsearch data synth: synthetic dataset: num_videos: must be >= 18")
     assert err.count("\n") == 1
     assert main([*argv, "--num-videos", "20"]) == 2  # not as many in each of the 9 classes
     err = capsys.readouterr().err
     assert err == (
-        "tvnsearch data: synthetic dataset: num_videos: must be a multiple of 9 (as many videos "
-        "in each class), but got 20\n"
+        "tvnsearch data synth: synthetic dataset: num_videos: must be a multiple of 9 (as many "
+        "videos in each class), but got 20\n"
     )

@@ -257,6 +257,25 @@ def test_export_pareto_writes_the_front(searched_run, tmp_path, capsys, axes) ->
     )
 
 
+def test_export_pareto_skips_the_folders_it_exported_before(searched_run, tmp_path, capsys) -> None:
+    """The front of a run that went on: what an earlier export wrote stays as it is, named as
+    skipped, and the other networks of the front are exported."""
+    axes = ("--pareto", "--x", "params", "--format=tvn-json")
+    assert export_cli(capsys, searched_run, tmp_path, *axes)[0] == 0
+    folders = sorted(tmp_path.iterdir())
+    assert len(folders) >= 2, "the fixture's front over params and fitness has one network"
+    kept, *gone = folders
+    before = {p.name: p.stat().st_mtime_ns for p in kept.iterdir()}
+    for folder in gone:
+        shutil.rmtree(folder)
+    code, printed, err = export_cli(capsys, searched_run, tmp_path, *axes)
+    assert code == 0 and err == ""
+    assert f"skipped {kept}: exists (remove it to export again)" in printed.splitlines()
+    assert [f"wrote {g}" in printed for g in gone] == [True] * len(gone)
+    assert sorted(tmp_path.iterdir()) == folders
+    assert {p.name: p.stat().st_mtime_ns for p in kept.iterdir()} == before
+
+
 def first_id(run: Path, status: str) -> int:
     frame = read_lineage(run)
     rows = frame[frame["status"] == status]

@@ -145,3 +145,19 @@ def test_a_plot_must_be_png_or_html(frame, tmp_path) -> None:
     with pytest.raises(InputError, match=r"must end in \.png or \.html"):
         write_pareto_plot(frame, ("cpu_ms", "fitness"), tmp_path / "pareto.svg")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_share_rejected_has_room_beyond_0_and_100_percent(frame, tmp_path, monkeypatch) -> None:
+    """A search's first candidates are often all rejected: at 100 % the line must not lie on
+    the frame's border, where it cannot be seen."""
+    import tvnsearch.inspect.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_write_png", lambda path, fig: figures.append(fig))
+    write_progress_plot(frame, tmp_path / "progress.png")
+    (share,) = [a for a in figures[0].axes if a.get_ylabel() == "share rejected so far (%)"]
+    low, high = share.get_ylim()
+    assert low < 0 and high > 100
+    html = decoded_html(write_progress_plot(frame, tmp_path / "progress.html"))
+    (shown,) = re.findall(r'"yaxis2":\{.*?"range":\[([-\d.]+),([-\d.]+)\]', html)
+    assert float(shown[0]) < 0 and float(shown[1]) > 100

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from genomes import small_genome
 
-from tvnsearch.errors import InputError
+from tvnsearch.errors import Notice
 from tvnsearch.measure import timing
 from tvnsearch.measure.profile import PROBE_RUNS, Settings
 from tvnsearch.measure.profiler import ProfileCache, ProfileLog, Profiler
@@ -57,7 +57,8 @@ def test_a_log_cut_short_by_a_crash_keeps_every_whole_line(tmp_path) -> None:
     log.append([measured])
     with log.path.open("a") as f:
         f.write('{"genome_id": "abc", "num_cl')  # kill -9 while writing
-    assert log.read() == [measured]
+    with pytest.warns(Notice, match="1 line"):
+        assert log.read() == [measured]
 
 
 def test_moment_dependent_verdicts_are_neither_cached_nor_logged(tmp_path, monkeypatch) -> None:
@@ -80,8 +81,15 @@ def test_a_profile_from_another_device_is_not_reused() -> None:
     assert two_threads.num_measurements == 1 and len(one_thread.cache) == 2
 
 
-def test_a_corrupt_log_line_names_the_file_and_line(tmp_path) -> None:
-    path = tmp_path / "profiles-cpu.jsonl"
-    path.write_text('{"genome_id": "abc"}\n{"oops"}\n')
-    with pytest.raises(InputError, match=r"profiles-cpu\.jsonl: line 1: not a profile record"):
-        ProfileLog(path).read()
+def test_a_corrupt_log_line_is_named_and_left_out_and_repair_rewrites_it(tmp_path) -> None:
+    log = ProfileLog(tmp_path / "profiles-cpu.jsonl")
+    measured = Profiler(FAST).measure(small_genome(), 10)
+    log.append([measured])
+    with log.path.open("ab") as f:
+        f.write(b'{"oops"}\n\xff\xfe binary\n{"genome_id": "abc", "num_cl')  # then a crash
+    with pytest.warns(Notice, match=r"profiles-cpu\.jsonl: 3 line\(s\) .* left out \(line 2 first"):
+        assert log.read() == [measured]
+    with pytest.warns(Notice):
+        log.repair()
+    log.append([measured])  # on a line of its own
+    assert log.read() == [measured, measured]

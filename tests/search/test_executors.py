@@ -16,6 +16,7 @@ from tvnsearch.measure.constraints import Constraints
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.profile import PROBE_RUNS, Settings
 from tvnsearch.search.executors import RemoteProfiler, start_profiler
+from tvnsearch.search.ray_session import start_ray, stop_ray
 from tvnsearch.status import Status
 
 FAST = Settings(warmup=PROBE_RUNS + 1, runs=3, min_seconds=0.0)
@@ -24,9 +25,9 @@ needs_two_cores = pytest.mark.skipif(len(usable_cores()) < 2, reason="needs two 
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray(num_cpus=2)  # the search's own: loopback only, private token
     yield
-    ray.shutdown()
+    stop_ray()
 
 
 @pytest.fixture(scope="module")

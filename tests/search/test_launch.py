@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 from genomes import small_genome
 
 from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.search import launch
 from tvnsearch.search.lineage import read_lineage, records_from_frame
+from tvnsearch.search.ray_session import start_ray, stop_ray
 from tvnsearch.search.recipe import load_recipe
 from tvnsearch.status import Status
 from tvnsearch.train.fidelity import RungHistory, Rungs, rungs_from_json, stop_rung
@@ -23,9 +23,9 @@ LOCAL = Path(__file__).parents[2] / "runners" / "local.toml"
 
 @pytest.fixture
 def two_core_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray(num_cpus=2)  # the search's own: loopback only, private token
     yield
-    ray.shutdown()
+    stop_ray()
 
 
 @pytest.mark.skipif(len(usable_cores()) < 2, reason="needs two usable cores")

@@ -71,8 +71,8 @@ def parts(run_dir: Path) -> list[str]:
 
 
 def test_records_round_trip_through_parquet(tmp_path) -> None:
-    write(tmp_path, some_records(), flush_rows=3)
-    assert parts(tmp_path) == [f"part-00000{i}.parquet" for i in (1, 2, 3)]
+    write(tmp_path, some_records(), flush_rows=3, token="ab12")
+    assert parts(tmp_path) == [f"part-00000{i}-ab12.parquet" for i in (1, 2, 3)]
     assert records_from_frame(read_lineage(tmp_path)) == some_records()
 
 
@@ -107,8 +107,8 @@ def test_an_empty_lineage_reads_as_an_empty_frame_with_every_column(tmp_path) ->
 def test_a_reopened_writer_numbers_parts_after_the_last(tmp_path) -> None:
     records = some_records()
     write(tmp_path, records[:4], flush_rows=2)
-    write(tmp_path, records[4:])
-    assert parts(tmp_path)[-1] == "part-000003.parquet"
+    write(tmp_path, records[4:], token="cd34")
+    assert parts(tmp_path)[-1] == "part-000003-cd34.parquet"
     assert records_from_frame(read_lineage(tmp_path)) == records
 
 
@@ -120,6 +120,67 @@ def test_a_temp_file_left_by_a_crash_is_ignored_then_cleaned(tmp_path) -> None:
     assert len(read_lineage(tmp_path)) == 7
     LineageWriter(tmp_path).close()
     assert not leftover.exists()
+
+
+def damaged_run(run_dir: Path) -> list[str]:
+    """A lineage of 7 rows in 4 parts, then a torn part, an empty one, a duplicated one, a
+    foreign Parquet file and a stray file; the names of the damaged files."""
+    write(run_dir, some_records(), flush_rows=2, token="ab12")
+    folder = run_dir / "lineage"
+    good = sorted(folder.iterdir())
+    torn = folder / "part-000005-ef56.parquet"
+    torn.write_bytes(good[0].read_bytes()[: good[0].stat().st_size // 2])
+    (folder / "part-000006-ef56.parquet").write_bytes(b"")
+    (folder / "part-000007-ef56.parquet").write_bytes(good[1].read_bytes())  # ids 2 and 3 again
+    pd.DataFrame({"x": [1]}).to_parquet(folder / "part-000008-ef56.parquet")
+    (folder / "notes.txt").write_text("mine")
+    return ["notes.txt", *(f"part-00000{i}-ef56.parquet" for i in (5, 6, 7, 8))]
+
+
+def test_damaged_files_are_left_out_and_each_is_named(tmp_path) -> None:
+    names = damaged_run(tmp_path)
+    with pytest.warns(lineage.LineageDamage) as caught:
+        frame = read_lineage(tmp_path)
+    assert records_from_frame(frame) == some_records()  # every row once, in the order told
+    said = [str(w.message) for w in caught]
+    assert [Path(line.split(":")[0]).name for line in said] == names
+    torn, empty, duplicated, foreign = said[1:]
+    assert "cannot be read as Parquet" in torn and "cannot be read as Parquet" in empty
+    assert "every row repeats candidates told in an earlier part (ids 2-3)" in duplicated
+    assert "not a lineage part: no column run_id" in foreign
+    assert "not a lineage part (part-NNNNNN-TOKEN.parquet)" in said[0]
+
+
+def test_rows_repeating_earlier_ids_are_left_out_and_counted(tmp_path) -> None:
+    records = some_records()
+    write(tmp_path, records[:3], token="ab12")
+    write(tmp_path, [records[2], *records[3:]], token="cd34")  # id 2 told twice
+    frame, damaged = lineage.scan_lineage(tmp_path)
+    assert records_from_frame(frame) == records
+    (damage,) = damaged
+    assert not damage.whole and "1 of 5 rows repeat candidates told" in damage.why
+
+
+def test_quarantine_moves_what_was_left_out_whole_and_reading_is_then_clean(tmp_path) -> None:
+    names = damaged_run(tmp_path)
+    _, damaged = lineage.scan_lineage(tmp_path)
+    moved = lineage.quarantine(tmp_path, damaged)
+    assert sorted(p.name for p in moved) == sorted(names)
+    assert all(p.parent == tmp_path / "quarantine" for p in moved)
+    frame, damaged = lineage.scan_lineage(tmp_path)
+    assert damaged == [] and records_from_frame(frame) == some_records()
+
+
+def test_a_guard_that_raises_stops_the_write(tmp_path) -> None:
+    def taken_over() -> None:
+        raise RuntimeError("lease lost")
+
+    writer = LineageWriter(tmp_path, guard=taken_over)
+    writer.append(record(0))
+    with pytest.raises(RuntimeError, match="lease lost"):
+        writer.flush()
+    writer.close()  # the rows are dropped, not raised again
+    assert parts(tmp_path) == []
 
 
 def test_a_failed_write_leaves_no_part_and_no_temp_file(tmp_path, monkeypatch) -> None:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,16 @@ from tvnsearch.cli.main import main
 from tvnsearch.errors import InputError
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.constraints import Constraints
-from tvnsearch.search.recipe import load_recipe, recipe_from_dict, recipe_toml
+from tvnsearch.search.recipe import (
+    DataSection,
+    ResourcesSection,
+    SearchSection,
+    load_recipe,
+    recipe_from_dict,
+    recipe_toml,
+)
 from tvnsearch.search.runs import check_cache_size, create_run, new_strategy
+from tvnsearch.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = """
@@ -164,3 +175,104 @@ def test_the_command_line_names_a_bad_key_and_exits_2(tmp_path, capsys) -> None:
 def test_status_of_a_folder_that_is_no_run_exits_2(tmp_path, capsys) -> None:
     assert main(["status", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+TABLES = {
+    "search": SearchSection,
+    "data": DataSection,
+    "train": TrainConfig,
+    "constraints": Constraints,
+    "resources": ResourcesSection,
+}
+# Numeric settings without LIMITS, each with the reason it takes any value. A new numeric field
+# needs LIMITS or a line here, or the walk below fails.
+UNLIMITED = {
+    "search.seed": "a seed: the strategies draw from random.Random(f'{seed}:...'), any integer",
+    "data.split_seed": "a seed: the split draws from random.Random(seed), any integer",
+}
+
+
+def recipe_fields() -> list[tuple[str, type, dataclasses.Field]]:
+    """Every field of every recipe table: a field added to a table is walked too."""
+    return [
+        (f"{name}.{f.name}", cls, f)
+        for name, cls in TABLES.items()
+        for f in dataclasses.fields(cls)
+    ]
+
+
+def kinds(cls: type, field: dataclasses.Field) -> set[type]:
+    hint = typing.get_type_hints(cls)[field.name]
+    return {typing.get_origin(a) or a for a in typing.get_args(hint) or (hint,)} - {type(None)}
+
+
+def is_numeric(cls: type, field: dataclasses.Field) -> bool:
+    return bool(kinds(cls, field) & {int, float})
+
+
+def out_of_range(condition: str) -> object:
+    """The value just beyond one ``op bound`` condition of ``LIMITS``."""
+    op, text = condition.split()
+    bound = int(text) if text.lstrip("-").isdigit() else float(text)
+    return {">=": bound - 1, ">": bound, "<=": bound + 1, "<": bound}[op]
+
+
+def override(value: object) -> str:
+    """``value`` as ``--set`` parses it (a TOML value, else the text itself)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return json.dumps(value) if isinstance(value, str | list) else repr(value).lower()
+
+
+def wrong_type(kinds_: set[type]) -> object:
+    """A value of none of ``kinds_``: text where a number or flag is wanted, else a number."""
+    return 3 if kinds_ & {str, dict} else "many"
+
+
+def refused(capsys, tmp_path: Path, key: str, value: object) -> list[str]:
+    """``tvnsearch search`` with ``--set key=value``: its exit code must be 2, nothing may be
+    written under ``--results``; the lines it printed."""
+    results = tmp_path / "results"
+    argv = ["search", str(write_recipe(tmp_path)), "--results", str(results)]
+    code = main([*argv, "--set", f"{key}={override(value)}"])
+    err = capsys.readouterr().err
+    assert code == 2 and not results.exists(), (key, value, err)
+    assert "Traceback" not in err
+    return err.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("key", "cls", "field"), [pytest.param(*f, id=f[0]) for f in recipe_fields()]
+)
+def test_every_recipe_setting_names_a_wrongly_typed_value(tmp_path, capsys, key, cls, field):
+    value = wrong_type(kinds(cls, field))
+    lines = refused(capsys, tmp_path, key, value)
+    assert any(f": {key}: must be " in line and repr(value) in line for line in lines), lines
+
+
+def limited_cases() -> list[tuple[str, object, str]]:
+    cases = []
+    for key, cls, field in recipe_fields():
+        limits = cls.LIMITS.get(field.name)
+        if limits is None:
+            continue
+        conditions = (limits,) if isinstance(limits, str) else limits
+        cases += [(key, out_of_range(c), c) for c in conditions]
+        if int not in kinds(cls, field):  # NaN compares false with every bound
+            cases.append((key, math.nan, conditions[0]))
+    return cases
+
+
+@pytest.mark.parametrize(("key", "value", "condition"), limited_cases())
+def test_every_limit_of_a_recipe_setting_is_refused_naming_the_key_and_range(
+    tmp_path, capsys, key, value, condition
+) -> None:
+    lines = refused(capsys, tmp_path, key, value)
+    assert any(f": {key}: must be " in line and condition in line for line in lines), lines
+
+
+def test_every_numeric_setting_has_limits_or_a_reason_to_take_any_value() -> None:
+    numeric = {key for key, cls, f in recipe_fields() if is_numeric(cls, f)}
+    limited = {key for key, cls, f in recipe_fields() if f.name in cls.LIMITS}
+    assert limited <= numeric  # LIMITS name real numeric fields
+    assert numeric - limited == set(UNLIMITED), "add LIMITS, or say here why any value is fine"

@@ -14,12 +14,14 @@ from conftest import SPACES_DIR
 
 from tvnsearch.cli.main import main
 from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import genome_from_dict
 from tvnsearch.genome.plan import plan_network
 from tvnsearch.measure.profiler import ProfileLog
 from tvnsearch.models.stages import stage_layout
 from tvnsearch.search.launch import run_search
 from tvnsearch.search.lineage import LineageWriter, read_lineage
+from tvnsearch.search.ray_session import start_ray, stop_ray
 from tvnsearch.search.runs import create_run, run_status
 from tvnsearch.search.worker import Evaluation, Job
 from tvnsearch.train.weights import read_weights, run_weights_path
@@ -58,9 +60,9 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray(num_cpus=2)  # the search's own: loopback only, private token
     yield
-    ray.shutdown()
+    stop_ray()
 
 
 def new_run(
@@ -180,7 +182,13 @@ def test_failing_and_dying_workers_are_recorded_and_the_search_goes_on(
 
 
 def test_a_recipe_that_does_not_fit_this_machine_names_the_field(tmp_path, data) -> None:
-    run_dir = new_run(tmp_path, data, budget=2, constraints="max_cpu_ms = 5.0", num_workers=64)
+    with pytest.raises(InputError, match=r"resources\.num_workers: 64 worker"):
+        new_run(tmp_path, data, budget=2, constraints="max_cpu_ms = 5.0", num_workers=64)
+    assert not (tmp_path / "results").exists()
+    # a run made on a larger machine, resumed on this one
+    run_dir = new_run(tmp_path, data, budget=2, constraints="max_cpu_ms = 5.0", num_workers=1)
+    recipe = run_dir / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace("num_workers = 1\n", "num_workers = 64\n"))
     assert main(["resume", str(run_dir)]) == 2
 
 

@@ -55,6 +55,17 @@ def test_the_same_task_is_prepared_once_per_process(task: Task, monkeypatch) -> 
     assert Path(task.data_path).is_dir()
 
 
+def test_the_driver_may_watch_the_videos_decoded_and_workers_stay_silent(
+    task: Task, tmp_path, capfd, monkeypatch
+) -> None:
+    monkeypatch.setenv("TVNSEARCH_PROGRESS", "1")  # bars even where stderr is no terminal
+    fresh = dataclasses.replace(task, cache_dir=str(tmp_path / "frames"))  # a key not prepared
+    prepared_data(dataclasses.replace(fresh, split_seed=1))
+    assert capfd.readouterr().err == ""
+    prepared_data(fresh, show_progress=True)
+    assert "decoding videos: 100%" in capfd.readouterr().err
+
+
 def test_the_trained_weights_come_back_with_what_runs_them(task: Task, tmp_path) -> None:
     evaluation = evaluate(Job(small_genome()), task)
     assert "weights" not in evaluation.measurements() and "weights" not in repr(evaluation)

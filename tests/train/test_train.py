@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -230,6 +231,31 @@ def test_cli_train_prints_scores_and_json(synth, tmp_path, capsys) -> None:
     assert result["fitness"] == pytest.approx(result["top1"] + result["top5"])
     assert result["clip"]["normalization"]["mean"] == [0.45, 0.45, 0.45]
     assert result["skipped"] == []
+
+
+def test_training_tells_its_callback_every_iteration_and_is_silent_without(data, capfd) -> None:
+    steps: list[tuple[int, int]] = []
+    result, _ = train_model(genome(), data, FAST, on_step=lambda *step: steps.append(step))
+    assert result.status == "trained" and steps == [(i, 6) for i in range(1, 7)]
+    train_genome(genome(), data, FAST)  # as a search's worker trains: no callback, no output
+    assert capfd.readouterr() == ("", "")
+
+
+def test_cli_train_draws_a_progress_bar_with_an_estimate(synth, tmp_path, capsys, monkeypatch):
+    """On stderr, forced on here (it is drawn on a terminal only); stdout stays JSON."""
+    path = tmp_path / "g.json"
+    path.write_text(genome().to_json())
+    argv = [str(path), "--data", str(synth), "--iterations", "12", "--batch-size", "2", "--json"]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.setenv("TVNSEARCH_PROGRESS", "1")
+    code, out, err = train_cli(capsys, *argv)
+    assert code == 0 and json.loads(out)["iterations"] == 12
+    assert re.search(r"decoding videos: .*\d+/27 ", err)
+    # tqdm's "done/total [elapsed<left" : the time spent and the estimate of the time left
+    assert re.search(r"training: .*\d+/12 \[\d\d:\d\d<\d\d:\d\d", err)
+    monkeypatch.setenv("TVNSEARCH_PROGRESS", "0")
+    code, out, err = train_cli(capsys, *argv)
+    assert code == 0 and err == ""
 
 
 @pytest.mark.parametrize(

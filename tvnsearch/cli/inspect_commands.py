@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tvnsearch.errors import InputError, Problem
+from tvnsearch.files import check_writable
 from tvnsearch.genome.genes import Genome, genome_from_dict
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ def write_plots(
         stem = run / "plots" / f"pareto-{'-'.join(objectives)}"
         jobs = [(stem.with_suffix(s), True) for s in SUFFIXES]
         jobs += [((run / "plots" / "progress").with_suffix(s), False) for s in SUFFIXES]
+    for path, _ in jobs:  # every plot can be written, or none is
+        check_writable(path)
     for path, is_pareto in jobs:
         try:
             if is_pareto:
@@ -235,7 +238,7 @@ def genome_summary(genome: Genome) -> str:
     """A one-line summary of a genome's input and depth, e.g. ``64x64 px, 8 frames, stride 2,
     3 blocks``."""
     return (
-        f"{genome.resolution}x{genome.resolution} px, {genome.num_frames} frames, "
+        f"{genome.resolution}x{genome.resolution} px, {_count(genome.num_frames, 'frame')}, "
         f"stride {genome.frame_stride}, {_count(len(genome.blocks), 'block')}"
     )
 

@@ -4,50 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from tvnsearch.cli.arguments import integer, seconds
 from tvnsearch.cli.inspect_commands import add_inspect_parsers
 from tvnsearch.cli.model_commands import add_model_parsers
 from tvnsearch.cli.run_commands import add_run_parsers
-from tvnsearch.errors import InputError, Problem
+from tvnsearch.errors import InputError, Notice, Problem
 from tvnsearch.files import atomic_write_text
 from tvnsearch.genome.genes import Genome, describe_block
 from tvnsearch.genome.plan import plan_network
 from tvnsearch.genome.space import Report, load_space
 from tvnsearch.genome.tvn_format import fits_tvn_format, load_genome
+from tvnsearch.interrupts import signalled, signals_interrupt
 
 if TYPE_CHECKING:
     from tvnsearch.models.builder import NetworkSummary
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}")
-    return value
-
-
-MAX_PROFILE_SECONDS = 600.0  # a measurement longer than ten minutes is a mistake
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= MAX_PROFILE_SECONDS:  # NaN fails too
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds from 0 to {MAX_PROFILE_SECONDS:g}, but got {text!r}"
-        )
-    return value
+# What no one means, refused before it runs for hours or fills the memory: a measurement longer
+# than ten minutes, a classifier far wider than any label set (ImageNet-21k has 21,841 classes).
+MAX_PROFILE_SECONDS = 600.0
+MAX_PROFILE_RUNS = 10_000
+MAX_WARMUP_RUNS = 1_000
+MAX_CLASSES = 100_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("genome", help="genome JSON (native or the published TVN format)")
     show.add_argument(
         "--num-classes",
-        type=_positive_int,
+        type=integer(1, MAX_CLASSES),
         default=400,
         help="classifier width (default: 400, as Kinetics-400)",
     )
@@ -86,6 +71,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings(), signals_interrupt():
+        warnings.simplefilter("always", Notice)
+        warnings.showwarning = _notice_printer(args.command, warnings.showwarning)
+        try:
+            return _handle(args)
+        except BaseException:  # after Ctrl-C or SIGTERM: one line, never a traceback
+            if (ended := signalled()) is None:
+                raise
+            print(f"\ntvnsearch {args.command}: {ended[0]}", file=sys.stderr)
+            return ended[1]
+
+
+def _notice_printer(command: str, others: Callable[..., None]) -> Callable[..., None]:
+    """Print a ``Notice`` (a damaged file left out, a cache rebuilt) as one line of its own,
+    once however often it is met."""
+    said: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kw: object) -> None:
+        if issubclass(category, Notice):
+            if str(message) not in said:
+                said.add(str(message))
+                print(f"tvnsearch {command}: note: {message}", file=sys.stderr)
+        else:
+            others(message, category, *args, **kw)
+
+    return show
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except InputError as exc:
@@ -217,16 +231,6 @@ def _print_report(path: str, space_name: str, report: Report) -> None:
     print(f"{path}: {verdict} in space {space_name!r}")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
-    return value
-
-
 def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="datasets: write a synthetic benchmark")
     synth = data.add_subparsers(dest="data_command", required=True).add_parser(
@@ -238,13 +242,13 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
         default="motion",
         help="motion (the recipes' benchmark, default) or disc (9 classes, quick)",
     )
-    synth.add_argument("--seed", type=_non_negative_int, default=0)
+    synth.add_argument("--seed", type=integer(0), default=0)
     synth.add_argument(
-        "--num-videos", type=_positive_int, default=None, help="all splits (the task's default)"
+        "--num-videos", type=integer(1), default=None, help="all splits (the task's default)"
     )
-    synth.add_argument("--size", type=_positive_int, default=64, help="frame side, pixels")
-    synth.add_argument("--num-frames", type=_positive_int, default=16)
-    synth.set_defaults(handler=cmd_data_synth)
+    synth.add_argument("--size", type=integer(1), default=64, help="frame side, pixels")
+    synth.add_argument("--num-frames", type=integer(1), default=16)
+    synth.set_defaults(handler=cmd_data_synth, command="data synth")
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -269,13 +273,19 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     profile = sub.add_parser("profile", help="runtime per clip, peak memory, parameters, FLOPs")
     profile.add_argument("genome", help="genome JSON (native or the published TVN format)")
     profile.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    profile.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (1)")
-    profile.add_argument("--runs", type=_positive_int, default=25, help="timed runs, at least (25)")
+    profile.add_argument("--threads", type=integer(1), default=1, help="CPU threads (1)")
+    runs = integer(1, MAX_PROFILE_RUNS)
+    profile.add_argument("--runs", type=runs, default=25, help="timed runs, at least (25)")
     profile.add_argument(
-        "--min-seconds", type=_seconds, default=1.0, help="time at least this long in all (1.0)"
+        "--min-seconds",
+        type=seconds(MAX_PROFILE_SECONDS),
+        default=1.0,
+        help="time at least this long in all (1.0)",
     )
-    profile.add_argument("--warmup", type=_positive_int, default=5, help="warm-up runs (5)")
-    profile.add_argument("--num-classes", type=_positive_int, default=400, help="(400)")
+    warmup = integer(1, MAX_WARMUP_RUNS)
+    profile.add_argument("--warmup", type=warmup, default=5, help="warm-up runs (5)")
+    classes = integer(1, MAX_CLASSES)
+    profile.add_argument("--num-classes", type=classes, default=400, help="(400)")
     profile.add_argument("--json", action="store_true", help="machine-readable output")
     profile.set_defaults(handler=cmd_profile)
 

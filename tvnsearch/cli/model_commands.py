@@ -13,37 +13,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tvnsearch.cli.arguments import integer, setting
 from tvnsearch.errors import InputError, Problem
-from tvnsearch.files import read_json
+from tvnsearch.files import check_writable, read_json
 from tvnsearch.genome.genes import Genome
 from tvnsearch.genome.tvn_format import load_genome
+from tvnsearch.search.progress import progress_bar
 from tvnsearch.search.recipe import DataSection, table_from_dict
 from tvnsearch.status import Status
+from tvnsearch.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from tvnsearch.export.folders import Exported
-    from tvnsearch.train.training import TrainConfig, TrainData, TrainResult
+    from tvnsearch.train.training import TrainData, TrainResult
     from tvnsearch.train.weights import ModelInfo
 
 DEFAULT_FORMATS = "torchscript,onnx,tvn-json"
-
-
-def _at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, but got {text!r}")
-        return value
-
-    return parse
 
 
 def add_model_parsers(sub: argparse._SubParsersAction) -> None:
@@ -52,19 +41,33 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> None:
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--best", action="store_true", help="the fittest candidate")
     which.add_argument(
-        "--id", dest="ids", type=_at_least(0), action="append", metavar="ID", help="(repeatable)"
+        "--id", dest="ids", type=integer(0), action="append", metavar="ID", help="(repeatable)"
     )
-    which.add_argument("--pareto", action="store_true", help="the Pareto front of --x and --y")
+    which.add_argument(
+        "--pareto",
+        action="store_true",
+        help="the Pareto front of --x and --y; a network whose folder exists already (from an "
+        "earlier export of the front) is skipped, said so, and left as it is",
+    )
     export.add_argument("--x", help="with --pareto: an objective column (default: cpu_ms)")
     export.add_argument("--y", help="with --pareto: an objective column (default: fitness)")
     export.add_argument("--format", default=DEFAULT_FORMATS, help=f"any of {DEFAULT_FORMATS}")
-    export.add_argument("--out", help="one folder per network goes in here (RUN/exports)")
+    export.add_argument(
+        "--out",
+        help="one folder per network goes in here (RUN/exports); --best and --id never replace "
+        "a folder",
+    )
     export.set_defaults(handler=cmd_export)
     _add_train_parser(sub)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tvnsearch.export.folders import export_run, parse_formats, select_candidates
+    from tvnsearch.export.folders import (
+        export_folder,
+        export_run,
+        parse_formats,
+        select_candidates,
+    )
     from tvnsearch.search.lineage import read_lineage
 
     if not args.pareto and (args.x or args.y):
@@ -75,7 +78,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     ids = select_candidates(
         frame, source=args.run, use_best=args.best, ids=args.ids or (), pareto=pareto
     )
-    out = args.out or Path(args.run) / "exports"
+    out = Path(args.out or Path(args.run) / "exports")
+    check_writable(out, folder=True)
+    if args.pareto:  # the front of a run that went on: the networks exported before stay
+        done = [i for i in ids if export_folder(args.run, out, i).exists()]
+        for i in done:
+            print(f"skipped {export_folder(args.run, out, i)}: exists (remove it to export again)")
+        ids = [i for i in ids if i not in done]
     for exported in export_run(args.run, ids, out, formats):
         print(describe_export(exported))
     return 0
@@ -94,13 +103,16 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train one genome or exported network; scores")
     train.add_argument("genome", help="genome JSON (native or published TVN), or an export folder")
     train.add_argument("--data", help="class folders or a .csv / .jsonl list (export: the run's)")
-    train.add_argument("--iterations", type=_at_least(1), default=1000)
-    train.add_argument("--batch-size", type=_at_least(1), help="(16; export: the run's)")
-    train.add_argument("--seed", type=_at_least(0), help="(0; export: the run's)")
+    train.add_argument("--iterations", type=setting(TrainConfig, "iterations"), default=1000)
+    batch_size, seed = setting(TrainConfig, "batch_size"), setting(TrainConfig, "seed")
+    train.add_argument("--batch-size", type=batch_size, help="(16; export: the run's)")
+    train.add_argument("--seed", type=seed, help="(0; export: the run's)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    train.add_argument("--num-workers", type=_at_least(0), default=0, help="DataLoader")
+    workers = setting(TrainConfig, "num_workers")
+    train.add_argument("--num-workers", type=workers, default=0, help="DataLoader")
     train.add_argument("--cache-dir", help="decoded-frame cache (default: ~/.cache/tvnsearch)")
-    train.add_argument("--cache-size", type=_at_least(1), help="cached frames' shorter side, px")
+    cache_size = setting(DataSection, "cache_size")
+    train.add_argument("--cache-size", type=cache_size, help="cached frames' shorter side, px")
     train.add_argument("--strict", action="store_true", help="stop at an unreadable video")
     train.add_argument("--out", help="write the trained network as an export folder (new)")
     train.add_argument("--format", help=f"with --out ({DEFAULT_FORMATS})")
@@ -128,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     formats = _out_formats(args)
     config, settings = _settings(source, args)
     data = _prepare(settings, strict=args.strict)
-    result, model = train_model(source.genome, data, config)
+    with progress_bar("training", total=config.iterations, unit="step") as report:
+        result, model = train_model(source.genome, data, config, on_step=report)
     exported = None
     if args.out and model is not None:
         ds, out = data.dataset, Path(args.out)
@@ -141,8 +154,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def train_source(path: str | Path) -> TrainSource:
     """A genome JSON file, or an export folder (``genome.json`` + ``card.json``)."""
-    from tvnsearch.train.training import TrainConfig
-
     path = Path(path)
     if not path.is_dir():
         return TrainSource(path, load_genome(path), TrainConfig(), None)
@@ -177,6 +188,8 @@ def _out_formats(args: argparse.Namespace) -> tuple[str, ...]:
         raise InputError("--format", "only means something with --out")
     if args.out and Path(args.out).exists():
         raise InputError(args.out, "already exists; --out must name a new folder")
+    if args.out:  # before training, not after
+        check_writable(args.out, folder=True)
     return parse_formats(args.format or DEFAULT_FORMATS) if args.out else ()
 
 
@@ -207,9 +220,15 @@ def _prepare(settings: DataSection, *, strict: bool) -> TrainData:
 
     cache = FrameCache(cache_dir(settings.cache_dir), settings.cache_size)
     s = settings
-    return prepare_data(
-        s.path, cache, strict=strict, val_fraction=s.val_fraction, split_seed=s.split_seed
-    )
+    with progress_bar("decoding videos", unit="video") as report:
+        return prepare_data(
+            s.path,
+            cache,
+            strict=strict,
+            val_fraction=s.val_fraction,
+            split_seed=s.split_seed,
+            on_video=report,
+        )
 
 
 def trained_card(

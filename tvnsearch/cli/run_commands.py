@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from tvnsearch.errors import SearchStopped
+from tvnsearch.interrupts import signalled
 from tvnsearch.search.progress import Tally, counts_line
-from tvnsearch.search.runs import run_status
+from tvnsearch.search.runs import discard_untold, run_status
 
 
 def add_run_parsers(sub: argparse._SubParsersAction) -> None:
@@ -45,11 +46,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tvnsearch.search.launch import run_search
     from tvnsearch.search.runs import create_run
 
+    made = not Path(args.results).exists()
     run_dir = create_run(
         args.recipe, args.overrides, address=args.address, name=args.name, results_dir=args.results
     )
     print(f"run folder: {run_dir}", flush=True)
-    return _finish(run_dir, lambda: run_search(run_dir))
+
+    def discard() -> bool:  # a run that never began (no cluster, say) leaves no folder
+        if not discard_untold(run_dir):
+            return False
+        if made:
+            with contextlib.suppress(OSError):  # the --results folder, if this made it and it
+                Path(args.results).rmdir()  # is empty
+        return True
+
+    try:
+        return _finish(run_dir, lambda: run_search(run_dir), discard=discard)
+    except BaseException:
+        discard()
+        raise
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -73,21 +88,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(run_dir: Path, search: Callable[[], Tally]) -> int:
-    """Run ``search``, ending in one line, never a traceback: done, interrupted (Ctrl-C or
-    SIGTERM: the lineage is flushed and what was in flight runs again on resume) or stopped by
-    a failure that every later candidate would meet."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+def _finish(
+    run_dir: Path, search: Callable[[], Tally], *, discard: Callable[[], bool] | None = None
+) -> int:
+    """Run ``search``, ending in one line, never a traceback: done, interrupted (Ctrl-C: 130,
+    SIGTERM: 143; the lineage is flushed and what was in flight runs again on resume) or stopped
+    by a failure that every later candidate would meet. ``discard`` removes a new run that
+    ended before its first candidate was told."""
     try:
         tally = search()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with: tvnsearch resume {run_dir}", file=sys.stderr)
-        return 130
     except SearchStopped as exc:
-        print(f"\nsearch stopped: {exc}; resume with: tvnsearch resume {run_dir}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signalled() is None:
+            print(f"\nsearch stopped: {exc}; {_go_on(run_dir, discard)}", file=sys.stderr)
+            return 1
+        return _stopped_by_signal(run_dir, discard)
+    except BaseException:
+        if signalled() is None:
+            raise
+        return _stopped_by_signal(run_dir, discard)
     status = run_status(run_dir)
     print(f"{counts_line(status)}; {status['evolved']} evolved from a tournament's winner")
     if tally.best_id is not None:
@@ -97,5 +115,14 @@ def _finish(run_dir: Path, search: Callable[[], Tally]) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a batch system, ``kill``) ends a search as Ctrl-C does
+def _stopped_by_signal(run_dir: Path, discard: Callable[[], bool] | None) -> int:
+    """Ctrl-C or SIGTERM (``tvnsearch.cli.interrupts``): the lineage is flushed already."""
+    what, code = signalled() or ("interrupted", 130)
+    print(f"\n{what}; {_go_on(run_dir, discard)}", file=sys.stderr)
+    return code
+
+
+def _go_on(run_dir: Path, discard: Callable[[], bool] | None) -> str:
+    if discard is not None and discard():
+        return f"no candidate was told, so {run_dir} is removed"
+    return f"resume with: tvnsearch resume {run_dir}"

@@ -114,10 +114,12 @@ class FrameCache:
         source: str = "videos",
         num_workers: int = 1,
         on_skip: Callable[[Skipped], None] | None = None,
+        on_video: Callable[[int, int], None] | None = None,
     ) -> FrameIndex:
         """Cache every video of ``paths``; unreadable ones are skipped (reported once each).
 
         ``strict`` raises one ``InputError`` from ``source`` naming every unreadable video instead.
+        ``on_video(done, total)`` is told of each video as it is done (decoded, or found cached).
         """
         paths = list(dict.fromkeys(paths))
         try:
@@ -125,8 +127,12 @@ class FrameCache:
         except OSError as exc:
             why = exc.strerror or exc
             raise InputError(str(self.root), f"cannot create the frame cache: {why}") from None
+        results: list[CachedVideo | str] = []
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            results = list(pool.map(self._entry_or_reason, paths))
+            for result in pool.map(self._entry_or_reason, paths):
+                results.append(result)
+                if on_video is not None:
+                    on_video(len(results), len(paths))
         pairs = list(zip(paths, results, strict=True))
         entries = {p: r for p, r in pairs if isinstance(r, CachedVideo)}
         skipped = tuple(Skipped(p, r) for p, r in pairs if isinstance(r, str))

@@ -112,7 +112,7 @@ def export_run(
         if info.genome.id != genome_id:
             why = f"holds genome {info.genome.id}, but candidate {cid} is genome {genome_id}"
             raise InputError(str(path), why)
-        dest = out_dir / f"{run_dir.name}-c{cid}"
+        dest = export_folder(run_dir, out_dir, cid)
         if dest.exists():
             raise InputError(str(dest), "already exists; remove it or export to another --out")
         jobs.append((cid, path, model, info, dest))
@@ -121,6 +121,11 @@ def export_run(
         card = candidate_card(dest.name, info, run_dir, frame, cid, config)
         done.append(write_export(dest, path.read_bytes(), model, info, card, formats))
     return done
+
+
+def export_folder(run_dir: str | Path, out_dir: str | Path, candidate_id: int) -> Path:
+    """Where ``export_run`` puts a candidate's folder: ``out_dir/<run>-c<id>``."""
+    return Path(out_dir) / f"{Path(run_dir).name}-c{candidate_id}"
 
 
 def weights_path_of(run_dir: Path, frame: pd.DataFrame, candidate_id: int) -> Path:
@@ -153,10 +158,13 @@ def write_export(
 ) -> Exported:
     """Write one export folder at ``dest`` (which must not exist), whole or not at all."""
     started = time.perf_counter()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     # Not mkdtemp: its folder is private (0700), and this one becomes the export.
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:  # name the folder asked for, not the hidden one beside it
+        raise type(exc)(exc.errno, exc.strerror, str(dest)) from None
     try:
         card = _write_files(tmp, weights, model.eval(), info, card, formats)
         (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")

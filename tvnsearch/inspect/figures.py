@@ -37,6 +37,9 @@ FRONT_COLOUR = "#d62728"
 OTHER_COLOUR = "#9e9e9e"
 REJECTED_COLOUR = "#1f77b4"
 HYPERVOLUME_COLOUR = "#2ca02c"
+# The axis of the share rejected, in %: room beyond 0 and 100, where a line on the frame's
+# border would not be seen (a search's first candidates are often all rejected).
+SHARE_RANGE = (-4.0, 106.0)
 
 
 def axis_label(name: str, frame: pd.DataFrame) -> str:

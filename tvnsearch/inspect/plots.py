@@ -24,6 +24,7 @@ from tvnsearch.inspect.figures import (
     LOG_SCALE,
     OTHER_COLOUR,
     REJECTED_COLOUR,
+    SHARE_RANGE,
     axis_label,
     maximised,
     progress_table,
@@ -163,7 +164,9 @@ def _progress_png(
     style = {"color": REJECTED_COLOUR, "alpha": 0.6, "linewidth": 1}
     share.plot(told, rejected, label="share rejected", **style)
     share.set_ylabel("share rejected so far (%)", color=REJECTED_COLOUR)
-    share.set_ylim(0, 100)
+    share.set_ylim(*SHARE_RANGE)  # the best fitness gets headroom too, below
+    share.set_yticks(range(0, 101, 20))
+    ax.margins(y=0.08)
     handles = ax.get_legend_handles_labels()
     more = share.get_legend_handles_labels()
     # Below the axes: inside, it would hide points of one axis or the other.

@@ -19,6 +19,7 @@ from tvnsearch.inspect.figures import (
     LOG_SCALE,
     OTHER_COLOUR,
     REJECTED_COLOUR,
+    SHARE_RANGE,
     axis_label,
     hover_text,
     maximised,
@@ -97,7 +98,7 @@ def progress_html(
     fig.add_scatter(x=told, y=progress["rejected_share"] * 100, name="share rejected", **share)
     below = {"line": {"color": HYPERVOLUME_COLOUR, "shape": "hv"}, "yaxis": "y3"}
     fig.add_scatter(x=told, y=progress["hypervolume"], name="hypervolume", mode="lines", **below)
-    right = {"overlaying": "y", "side": "right", "range": [0, 100], "showgrid": False}
+    right = {"overlaying": "y", "side": "right", "range": list(SHARE_RANGE), "showgrid": False}
     fig.update_layout(
         title={"text": f"{title}<br><sup>below: {volume}</sup>"},
         # One x axis under both panels: fitness and share above, hypervolume below.

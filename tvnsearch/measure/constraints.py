@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from tvnsearch.errors import InputError, Problem
 
@@ -40,6 +40,9 @@ class Constraints:
     max_frame_ms: float | None = None
     min_frames_per_second: float | None = None
 
+    # Every budget is a positive number (``_why_bad`` checks them; a recipe test walks these).
+    LIMITS: ClassVar[dict[str, str]] = dict.fromkeys(_FIELDS, "> 0")
+
     def __post_init__(self) -> None:
         problems = _value_problems(dataclasses.asdict(self))
         if problems:
@@ -49,15 +52,20 @@ class Constraints:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-def constraints_from_dict(data: Any, *, source: str = "constraints") -> Constraints:
-    """Read a ``[constraints]`` table, naming every unknown key and bad value."""
+def constraints_from_dict(
+    data: Any, *, source: str = "constraints", name: str | None = None
+) -> Constraints:
+    """Read a ``[constraints]`` table, naming every unknown key and bad value (as
+    ``name.key`` when the table has a ``name``, a recipe's ``constraints``)."""
     if not isinstance(data, dict):
-        raise InputError(source, f"constraints must be a table, but got {type(data).__name__}")
+        why = f"must be a table, but got {type(data).__name__}"
+        raise InputError(source, [Problem(name or "constraints", why)])
     known = {f.name for f in dataclasses.fields(Constraints)}
     problems = [Problem(k, "unknown key") for k in data if k not in known]
     problems += _value_problems(data)
     if problems:
-        raise InputError(source, problems)
+        prefix = f"{name}." if name else ""
+        raise InputError(source, [Problem(prefix + p.field, p.message) for p in problems])
     return Constraints(**data)
 
 

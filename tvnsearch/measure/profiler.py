@@ -14,11 +14,13 @@ import functools
 import json
 import queue
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tvnsearch.errors import InputError
+from tvnsearch.errors import Notice
+from tvnsearch.files import atomic_write_text
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.device import DeviceSignature, check_device, device_signature
 from tvnsearch.measure.measurement import measure
@@ -66,20 +68,40 @@ class ProfileLog:
         self.path = Path(path)
 
     def read(self) -> list[Profile]:
-        """Every profile written; a last line cut short by a crash is left out."""
+        """Every profile written. A line that is no profile record (cut short by a crash, edited
+        by hand) is left out with a ``Notice``: a cache is never fatal, what it lacks is
+        measured again."""
+        profiles, bad = self._parse()
+        if bad:
+            warnings.warn(
+                f"{self.path}: {len(bad)} line(s) that are no profile record left out (line "
+                f"{bad[0]} first); their genomes are measured again",
+                Notice,
+                stacklevel=2,
+            )
+        return profiles
+
+    def repair(self) -> None:
+        """Rewrite the log with its whole records only, so that appends start on a line of
+        their own (after a crash mid-line, the next record would be glued to the torn one)."""
         if not self.path.is_file():
-            return []
-        lines = self.path.read_text().splitlines()
-        profiles = []
-        for number, line in enumerate(lines, 1):
+            return
+        profiles, bad = self._parse()
+        if bad or not self.path.read_bytes().endswith(b"\n"):
+            self.read()  # says what is left out
+            text = "".join(json.dumps(p.to_dict()) + "\n" for p in profiles)
+            atomic_write_text(self.path, text)
+
+    def _parse(self) -> tuple[list[Profile], list[int]]:
+        if not self.path.is_file():
+            return [], []
+        profiles, bad = [], []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
             try:
                 profiles.append(profile_from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                if number == len(lines):  # the line being written when the driver died
-                    break
-                why = f"line {number}: not a profile record ({exc!r})"
-                raise InputError(str(self.path), why) from None
-        return profiles
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                bad.append(number)
+        return profiles, bad
 
     def append(self, profiles: Iterable[Profile]) -> None:
         kept = [json.dumps(p.to_dict()) + "\n" for p in profiles if ProfileCache.keeps(p)]

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tvnsearch.errors import InputError
+from tvnsearch.errors import InputError, Notice
 from tvnsearch.files import atomic_write_text, read_json, user_cache_dir
 from tvnsearch.genome.cost import Cost
 from tvnsearch.measure.device import device_signature
@@ -53,17 +54,33 @@ def roofline_from_dict(data: dict, *, source: str) -> Roofline:
         raise InputError(source, f"not a roofline record ({exc!r})") from None
 
 
+def read_roofline(path: Path, device: str) -> Roofline | None:
+    """The roofline kept at ``path`` if it is ``device``'s; None when there is none, it is
+    another device's, or it does not parse (a torn or edited cache: a ``Notice``, and the
+    caller measures it again; a cache is never fatal)."""
+    if not path.is_file():
+        return None
+    try:
+        kept = roofline_from_dict(read_json(path), source=str(path))
+    except InputError as exc:
+        warnings.warn(f"{exc}; measured again", Notice, stacklevel=2)
+        return None
+    return kept if kept.device == device else None
+
+
+def keep_roofline(path: Path, roofline: Roofline) -> None:
+    atomic_write_text(path, json.dumps(roofline.to_dict(), indent=1) + "\n")
+
+
 def device_roofline(settings: Settings, *, cache: Path | None = None) -> Roofline:
     """This device's roofline at ``settings.threads``: from the cache, or measured and kept."""
     key = device_signature(settings.device, settings.threads).key
     folder = cache if cache is not None else user_cache_dir("devices")
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-    if path.is_file():
-        roofline = roofline_from_dict(read_json(path), source=str(path))
-        if roofline.device == key:
-            return roofline
-    roofline = calibrate(settings)
-    atomic_write_text(path, json.dumps(roofline.to_dict(), indent=1) + "\n")
+    roofline = read_roofline(path, key)
+    if roofline is None:
+        roofline = calibrate(settings)
+        keep_roofline(path, roofline)
     return roofline
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tvnsearch.genome.genes import Genome, genome_from_dict
 from tvnsearch.genome.plan import network_id
+from tvnsearch.interrupts import raise_if_signalled
 from tvnsearch.measure.gate import Gate, Verdict
 from tvnsearch.measure.profile import Profile
 from tvnsearch.search.lineage import MEASUREMENTS, LineageRecord, LineageWriter
@@ -119,6 +120,7 @@ class Engine:
             self._pool = ThreadPoolExecutor(self.num_measurers, thread_name_prefix="gate")
         try:
             while not self.tally.finished:
+                raise_if_signalled()  # Ctrl-C or SIGTERM whose interrupt some code swallowed
                 self._collect_verdicts()
                 self._submit_ready()
                 screening = self._may_ask() and self._screens_more()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -198,29 +197,7 @@ def start_profiler(
     return RemoteProfiler(settings, tuple(cores), known=known, neighbours=neighbours)
 
 
-# Training: embedded or cluster Ray, training tasks in flight, results in completion order.
-
-
-def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
-    """Connect to the cluster at ``address``, or start an embedded local Ray with ``num_cpus``
-    (default: every usable core). False when Ray was running already (the caller keeps it)."""
-    if ray.is_initialized():
-        return False
-    quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    on_sigterm = signal.getsignal(signal.SIGTERM)
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        ray.init(num_cpus=num_cpus or len(usable_cores()), **quiet)
-    # Ray's core installs a SIGTERM handler that logs a stack and exits: keep the driver's own,
-    # which ends a search as Ctrl-C does (the lineage flushed, one line said).
-    if on_sigterm is not None:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    return True
-
-
-def stop_ray() -> None:
-    ray.shutdown()
+# Training: training tasks in flight, results in completion order.
 
 
 def node_of(profiler: RemoteProfiler) -> str:

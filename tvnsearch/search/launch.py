@@ -13,19 +13,20 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from tvnsearch.errors import InputError, Problem
-from tvnsearch.files import atomic_write_text, read_json
+from tvnsearch.errors import InputError
 from tvnsearch.genome.space import load_space
-from tvnsearch.measure.affinity import split_cores, usable_cores
+from tvnsearch.measure.affinity import split_cores
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import Profile, Settings
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
-from tvnsearch.measure.roofline import Roofline, roofline_from_dict
+from tvnsearch.measure.roofline import Roofline, keep_roofline, read_roofline
 from tvnsearch.search.engine import Engine, known_of, rung_history_of
 from tvnsearch.search.executors import (
     Placement,
@@ -33,15 +34,25 @@ from tvnsearch.search.executors import (
     RemoteProfiler,
     node_of,
     start_profiler,
-    start_ray,
-    stop_ray,
 )
-from tvnsearch.search.lineage import LineageRecord, LineageWriter, read_lineage, records_from_frame
+from tvnsearch.search.lease import Lease
+from tvnsearch.search.lineage import (
+    QUARANTINE_DIR,
+    Damaged,
+    LineageDamage,
+    LineageRecord,
+    LineageWriter,
+    quarantine,
+    records_from_frame,
+    scan_lineage,
+)
 from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.ray_session import start_ray, stop_ray
 from tvnsearch.search.recipe import RunConfig
 from tvnsearch.search.runs import (
     FLUSH_SECONDS,
     RECIPE_FILE,
+    check_cores,
     load_run,
     new_strategy,
     profiled_devices,
@@ -51,21 +62,6 @@ from tvnsearch.search.runs import (
 from tvnsearch.search.strategies import Strategy
 from tvnsearch.search.worker import Evaluator, evaluate, prepared_data, task_of
 from tvnsearch.train.weights import load_run_weights, save_run_weights
-
-
-def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
-    """Refuse, naming the field, workers and a profiler that do not fit this machine's cores."""
-    r = config.resources
-    cores = r.num_cpus or len(usable_cores())
-    profiler = r.num_profilers * r.profiler_threads if "cpu" in devices else 0
-    need = r.num_workers * r.cpus_per_worker + profiler
-    if need > cores:
-        why = (
-            f"{r.num_workers} worker(s) of {r.cpus_per_worker:g} CPU(s)"
-            + (f" beside profilers of {profiler} core(s)" if profiler else "")
-            + f" need {need:g} cores, but embedded Ray has {cores}"
-        )
-        raise InputError(source, [Problem("resources.num_workers", why)])
 
 
 def _placement(config: RunConfig, cpu: list[RemoteProfiler], neighbours: Path) -> Placement:
@@ -103,18 +99,42 @@ def run_search(
     stream: TextIO | None = None,
 ) -> Tally:
     """Run (or resume) the search of ``run_dir`` until its budget is told or it has trained the
-    candidates it wants; ``SearchStopped`` when a failure would repeat for every candidate."""
+    candidates it wants; ``SearchStopped`` when a failure would repeat for every candidate,
+    ``RunLeased`` when another driver holds the run."""
     run_dir = Path(run_dir)
     overrides = [f"resources.address={json.dumps(address)}"] if address else []
     config = load_run(run_dir, overrides)
     space = load_space(config.search.space)
     strategy = new_strategy(config, space, source=str(run_dir / RECIPE_FILE))
-    frame = read_lineage(run_dir)
-    tally = tally_of(frame, config.search)
-    if tally.finished:
-        return tally
-    records = records_from_frame(frame)
-    return _search(config, strategy, run_dir, tally, records, evaluator=evaluator, stream=stream)
+    with Lease(run_dir) as lease:
+        frame, damaged = scan_lineage(run_dir)
+        for damage in damaged:
+            warnings.warn(str(damage), LineageDamage, stacklevel=2)
+        tally = tally_of(frame, config.search)
+        if tally.finished:
+            _quarantine(run_dir, damaged)
+            return tally
+        records = records_from_frame(frame)
+        return _search(
+            config,
+            strategy,
+            run_dir,
+            tally,
+            records,
+            lease,
+            evaluator=evaluator,
+            stream=stream,
+            before_writing=partial(_quarantine, run_dir, damaged),
+        )
+
+
+def _quarantine(run_dir: Path, damaged: list[Damaged]) -> None:
+    """Move what cannot be part of the lineage into quarantine (said as a ``Notice``), once the
+    search is sure to go on: the parts written from here on follow a clean folder."""
+    moved = quarantine(run_dir, damaged)
+    if moved:
+        why = f"moved {len(moved)} file(s) left out to {run_dir / QUARANTINE_DIR}"
+        warnings.warn(why, LineageDamage, stacklevel=3)
 
 
 def _search(
@@ -123,17 +143,21 @@ def _search(
     run_dir: Path,
     tally: Tally,
     records: list[LineageRecord],
+    lease: Lease,
     *,
     evaluator: Evaluator,
     stream: TextIO | None = None,
+    before_writing: Callable[[], None] = lambda: None,
 ) -> Tally:
-    num_classes = prepared_data(task_of(config)).dataset.num_classes
+    num_classes = prepared_data(task_of(config), show_progress=True).dataset.num_classes
     devices = profiled_devices(config, strategy)
     r = config.resources
     if r.address is None:
         check_cores(config, devices, source=str(run_dir / RECIPE_FILE))
-    started = start_ray(r.address, num_cpus=r.num_cpus)
+    started = start_ray(r.address, num_cpus=r.num_cpus, source=str(run_dir / RECIPE_FILE))
     logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
+    for log in logs.values():
+        log.repair()
     neighbours = Path(tempfile.gettempdir()) / f"tvnsearch-{run_dir.name}-{os.getpid()}-workers"
     profilers: dict[str, list[RemoteProfiler]] = {}
     try:
@@ -152,7 +176,10 @@ def _search(
             _placement(config, profilers.get("cpu", []), neighbours),
             max_retries=r.max_retries,
         )
-        with LineageWriter(run_dir, flush_seconds=FLUSH_SECONDS) as writer:
+        before_writing()
+        with LineageWriter(
+            run_dir, token=lease.token, guard=lease.check, flush_seconds=FLUSH_SECONDS
+        ) as writer:
             engine = Engine(
                 strategy,
                 gate,
@@ -200,10 +227,8 @@ def run_roofline(run_dir: Path, profiler: RemoteProfiler) -> Roofline:
     """The roofline a run judges by: the one it kept, if measured on this device signature (a
     resumed search then rejects exactly what it rejected before), or this device's."""
     path = run_dir / f"roofline-{profiler.settings.device}.json"
-    if path.is_file():
-        kept = roofline_from_dict(read_json(path), source=str(path))
-        if kept.device == profiler.signature.key:
-            return kept
-    roofline = profiler.roofline()
-    atomic_write_text(path, json.dumps(roofline.to_dict(), indent=1) + "\n")
+    roofline = read_roofline(path, profiler.signature.key)
+    if roofline is None:
+        roofline = profiler.roofline()
+        keep_roofline(path, roofline)
     return roofline

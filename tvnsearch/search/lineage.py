@@ -1,22 +1,32 @@
 """The lineage of a run: one row per candidate told, as Parquet part files under ``lineage/``.
 
-Only the driver writes it, through one ``LineageWriter``. Rows are buffered and written as a
-whole part file (``part-000001.parquet``, ...) every ``flush_rows`` rows or ``flush_seconds``, so a
-long search leaves few files. A part is written to a hidden temp file in the same folder, then
-renamed over its final name: a half-written part cannot exist, and pandas and pyarrow skip
-hidden files, so ``pd.read_parquet(run_dir / "lineage")`` reads the folder directly.
+Only the driver that holds the run's lease writes it (``tvnsearch.search.lease``), through one
+``LineageWriter``. Rows are buffered and written as a whole part file every ``flush_rows`` rows or
+``flush_seconds``, so a long search leaves few files. A part is named by its number and its
+writer's token (``part-000001-3fa2b1c0.parquet``): two writers could never replace each other's
+files. It is written to a hidden temp file in the same folder, then renamed over its final name:
+a half-written part cannot exist.
 
 A crash loses at most the rows still buffered. Rows are written in the order told, so what is
 left is always a prefix of the search: a lost parent is never survived by its child, and on resume
 the lost candidates are simply asked and run again (see ``tvnsearch.search.strategies``).
+
+Reading survives damage the writer cannot cause (a copy cut short, a disk that filled, a file
+copied in by hand): ``scan_lineage`` leaves out every file of ``lineage/`` that is no readable
+part, and every row whose candidate id was told before, and says which and why;
+``read_lineage`` reports the same as ``LineageDamage`` warnings; ``quarantine`` moves the files
+left out whole into ``quarantine/`` (``resume`` does, before it writes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
+import shutil
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tvnsearch.errors import InputError
+from tvnsearch.errors import InputError, Notice
 from tvnsearch.files import atomic_writer, remove_leftovers
 from tvnsearch.search.strategies import Candidate, Result
 from tvnsearch.status import FINAL
@@ -39,7 +49,9 @@ _PANDAS_TYPES = {
     pa.float64(): pd.Float64Dtype(),
     pa.string(): pd.StringDtype(),
 }
-_PART = re.compile(r"part-(\d{6,})\.parquet")
+# A part's number, then its writer's token (absent in runs made before tokens were added).
+_PART = re.compile(r"part-(\d{6,})(?:-([0-9a-f]{1,32}))?\.parquet")
+QUARANTINE_DIR = "quarantine"
 
 
 @dataclass(frozen=True)
@@ -176,13 +188,17 @@ class LineageWriter:
 
     Time is only looked at on ``append``: call ``flush`` from the driver's loop to bound what a
     crash can lose when candidates arrive slowly. Closing flushes (a ``with`` block, even on
-    an exception: the rows buffered were told and are valid).
+    an exception: the rows buffered were told and are valid). ``token`` names this writer's
+    parts (default: a random one); ``guard`` is called before each part is written and raises
+    to stop the write (``Lease.check``: a driver whose lease was taken over writes nothing).
     """
 
     def __init__(
         self,
         run_dir: str | Path,
         *,
+        token: str | None = None,
+        guard: Callable[[], None] | None = None,
         flush_rows: int = 1000,
         flush_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -190,11 +206,13 @@ class LineageWriter:
         self.folder = Path(run_dir) / "lineage"
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.folder)  # a crash while writing a part
+        self.token = token or secrets.token_hex(4)
+        self.guard = guard
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._clock = clock
         self._rows: list[dict[str, Any]] = []
-        self._next_part = max((n for n, _ in _parts(self.folder)), default=0) + 1
+        self._next_part = max((n for n, _, _ in _parts(self.folder)), default=0) + 1
         self._flushed_at = clock()
 
     def append(self, record: LineageRecord) -> None:
@@ -208,8 +226,14 @@ class LineageWriter:
         self._flushed_at = self._clock()
         if not self._rows:
             return
+        if self.guard is not None:
+            try:
+                self.guard()
+            except BaseException:
+                self._rows.clear()  # not this writer's to write any more
+                raise
         table = pa.Table.from_pylist(self._rows, schema=SCHEMA)
-        path = self.folder / f"part-{self._next_part:06d}.parquet"
+        path = self.folder / f"part-{self._next_part:06d}-{self.token}.parquet"
         with atomic_writer(path, durable=True) as f:
             pq.write_table(table, f)
         self._rows.clear()
@@ -230,15 +254,108 @@ class LineageWriter:
         self.close()
 
 
+class LineageDamage(Notice):
+    """A file of ``lineage/`` left out, or rows of it that repeat candidates told before."""
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """What reading left out of the lineage, and why."""
+
+    path: Path
+    why: str
+    whole: bool  # the whole file was left out (``quarantine`` moves it); else some of its rows
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+
 def read_lineage(run_dir: str | Path) -> pd.DataFrame:
     """Every row of a run, in the order told, with nullable dtypes (``Int64``, ``Float64``,
-    ``string``, UTC timestamps); empty with the same columns when nothing was written."""
+    ``string``, UTC timestamps); empty with the same columns when nothing was written. What
+    ``scan_lineage`` leaves out is reported, one ``LineageDamage`` warning per file."""
+    frame, damaged = scan_lineage(run_dir)
+    for damage in damaged:
+        warnings.warn(str(damage), LineageDamage, stacklevel=2)
+    return frame
+
+
+def scan_lineage(run_dir: str | Path) -> tuple[pd.DataFrame, list[Damaged]]:
+    """The rows ``read_lineage`` gives, and what was left out: every file of ``lineage/`` that is
+    not a readable part of this schema (torn, empty, foreign), and every row whose candidate id
+    an earlier part told (the first telling is kept)."""
     if not Path(run_dir).is_dir():
         raise InputError(str(run_dir), "not a run folder: no such directory")
-    parts = [path for _, path in sorted(_parts(Path(run_dir) / "lineage"))]
-    tables = [pq.read_table(path, schema=SCHEMA) for path in parts]
+    folder = Path(run_dir) / "lineage"
+    if folder.exists() and not folder.is_dir():
+        raise InputError(str(folder), "is a file, not the run's lineage folder")
+    parts = {path for _, _, path in _parts(folder)}
+    damaged = [
+        Damaged(path, "not a lineage part (part-NNNNNN-TOKEN.parquet); left out", whole=True)
+        for path in sorted(folder.iterdir() if folder.is_dir() else [])
+        if path not in parts and not path.name.startswith(".")
+    ]
+    tables, seen = [], set()
+    for _, _, path in sorted(_parts(folder)):
+        table, why = _read_part(path)
+        if table is None:
+            damaged.append(Damaged(path, f"{why}; left out", whole=True))
+            continue
+        ids = table.column("candidate_id").to_pylist()
+        repeated = [i for i in ids if i in seen]
+        if repeated:
+            keep = pa.array([i not in seen for i in ids])
+            table = table.filter(keep)
+            whole = len(repeated) == len(ids)
+            what = "every row" if whole else f"{len(repeated)} of {len(ids)} rows"
+            why = (
+                f"{what} repeat{'s' if whole else ''} candidates told in an earlier part "
+                f"(ids {_span(repeated)}); left out"
+            )
+            damaged.append(Damaged(path, why, whole=whole))
+        seen.update(ids)
+        tables.append(table)
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    return table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return table.to_pandas(types_mapper=_PANDAS_TYPES.get), damaged
+
+
+def _read_part(path: Path) -> tuple[pa.Table | None, str]:
+    """A part's rows in ``SCHEMA``, or None and why it cannot be read."""
+    try:
+        names = set(pq.read_schema(path).names)
+        missing = [f.name for f in SCHEMA if not f.nullable and f.name not in names]
+        if missing:
+            return None, f"not a lineage part: no column {', '.join(missing[:3])}"
+        table = pq.read_table(path, schema=SCHEMA)
+        for f in SCHEMA:
+            if not f.nullable and table.column(f.name).null_count:
+                return None, f"not a lineage part: column {f.name} has missing values"
+        return table, ""
+    except (OSError, pa.ArrowException) as exc:
+        text = str(exc).strip() or type(exc).__name__
+        return None, f"cannot be read as Parquet ({text.splitlines()[0].split('. ')[0]})"
+
+
+def _span(ids: list[int]) -> str:
+    low, high = min(ids), max(ids)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def quarantine(run_dir: str | Path, damaged: list[Damaged]) -> list[Path]:
+    """Move every file left out whole into ``run_dir/quarantine/`` (never deleted: a user may
+    want it back); where each went. Rows left out of a part that is kept stay where they are."""
+    folder = Path(run_dir) / QUARANTINE_DIR
+    moved = []
+    for damage in (d for d in damaged if d.whole and d.path.exists()):
+        folder.mkdir(exist_ok=True)
+        target = folder / damage.path.name
+        for n in range(2, 1000):
+            if not target.exists():
+                break
+            target = folder / f"{damage.path.name}.{n}"
+        shutil.move(damage.path, target)
+        moved.append(target)
+    return moved
 
 
 def records_from_frame(frame: pd.DataFrame) -> list[LineageRecord]:
@@ -273,11 +390,12 @@ def best(frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     return ranked.drop_duplicates("genome_id").head(n).reset_index(drop=True)
 
 
-def _parts(folder: Path) -> list[tuple[int, Path]]:
+def _parts(folder: Path) -> list[tuple[int, str, Path]]:
+    """The part files of ``folder``: (number, writer token, path); order them by number first."""
     if not folder.is_dir():
         return []
     return [
-        (int(m.group(1)), path)
+        (int(m.group(1)), m.group(2) or "", path)
         for path in folder.iterdir()
-        if (m := _PART.fullmatch(path.name)) is not None
+        if (m := _PART.fullmatch(path.name)) is not None and path.is_file()
     ]

@@ -1,4 +1,5 @@
-"""Live progress of a search: counts by status, the best so far, candidates per hour.
+"""Live progress of a search: counts by status, the best so far, candidates per hour; and the
+progress bars of long work before and outside a search (decoding videos, training one network).
 
 On a terminal one line is redrawn in place; otherwise (a log file, a batch job) a plain line is
 printed every ``interval_seconds``, so that logs stay readable. The rate counts this session only,
@@ -7,10 +8,12 @@ so that a resumed search reports its own speed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -117,3 +120,42 @@ class Progress:
         if self.interactive:
             self.stream.write("\n")
             self.stream.flush()
+
+
+PROGRESS_ENV = "TVNSEARCH_PROGRESS"  # "1": bars whatever stderr is, "0": none; unset: a terminal's
+
+
+@contextlib.contextmanager
+def progress_bar(
+    description: str, *, total: int | None = None, unit: str = "it"
+) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr with the time elapsed and an estimate of the time left, as the
+    callback ``report(done, total)`` that long work (training, decoding videos) is given.
+
+    It is drawn on a terminal only, and gone when the work is done: a log file, a pipe and the
+    ``--json`` output on stdout stay clean. ``TVNSEARCH_PROGRESS=1`` draws it anyway, ``0`` never.
+    """
+    from tqdm import tqdm  # a dependency of the commands that draw bars only
+
+    forced = os.environ.get(PROGRESS_ENV)
+    disable = None if forced is None else forced == "0"  # None: tqdm's own terminal check
+    bar = tqdm(
+        desc=description,
+        total=total,
+        unit=unit,
+        file=sys.stderr,
+        disable=disable,
+        leave=False,
+        mininterval=0.5,
+    )
+    with bar:
+
+        def report(done: int, total: int) -> None:
+            if bar.total != total:  # known once the work has begun (the videos of a dataset)
+                bar.total = total
+                bar.refresh()
+            bar.update(done - bar.n)
+            if done == total:  # drawn complete, however little time the last steps took
+                bar.refresh()
+
+        yield report

@@ -58,7 +58,7 @@ class DataSection:
     val_fraction: float = 0.2  # held out per class when the data has no split
     split_seed: int = 0
 
-    LIMITS: ClassVar[Limits] = {"cache_size": ">= 8", "val_fraction": ("> 0", "< 1")}
+    LIMITS: ClassVar[Limits] = {"cache_size": (">= 8", "<= 4096"), "val_fraction": ("> 0", "< 1")}
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,9 @@ def recipe_from_dict(data: dict[str, Any], *, source: str) -> RunConfig:
     built = {name: _section(data, name, cls, problems) for name, cls in sections.items()}
     if problems:
         raise InputError(source, problems)
-    constraints = constraints_from_dict(data.get("constraints", {}), source=source)
+    constraints = constraints_from_dict(
+        data.get("constraints", {}), source=source, name="constraints"
+    )
     try:
         return RunConfig(constraints=constraints, **built)
     except InputError as exc:
@@ -177,14 +179,26 @@ def limit_problems(table: Any, name: str) -> list[Problem]:
     """Each value of ``table`` (a recipe table's dataclass) outside its class's ``LIMITS``
     (``{"iterations": ">= 1", "val_fraction": ("> 0", "< 1")}``), named ``name.key``; a value
     of None is left unchecked (it means "not set")."""
-    problems = []
-    for key, limits in getattr(type(table), "LIMITS", {}).items():
-        value = getattr(table, key)
-        broken = [c for c in _conditions(limits) if value is not None and not _holds(value, c)]
-        if broken:
-            allowed = " and ".join(_conditions(limits))
-            problems.append(Problem(f"{name}.{key}", f"must be {allowed}, but got {value!r}"))
-    return problems
+    cls = type(table)
+    return [
+        Problem(f"{name}.{key}", f"must be {allowed_range(cls, key)}, but got {value!r}")
+        for key in getattr(cls, "LIMITS", {})
+        if (value := getattr(table, key)) is not None and not within_limits(cls, key, value)
+    ]
+
+
+def allowed_range(cls: type, key: str) -> str | None:
+    """What the ``LIMITS`` of ``cls`` allow for ``key`` (``"> 0 and < 1"``); None: any value."""
+    limits = getattr(cls, "LIMITS", {}).get(key)
+    return None if limits is None else " and ".join(_conditions(limits))
+
+
+def within_limits(cls: type, key: str, value: float) -> bool:
+    """Whether ``value`` meets every condition of ``cls.LIMITS[key]`` (and is finite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    limits = getattr(cls, "LIMITS", {}).get(key, ())
+    return all(_holds(value, c) for c in _conditions(limits))
 
 
 def _conditions(limits: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -196,7 +210,8 @@ _OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": opera
 
 def _holds(value: float, condition: str) -> bool:
     op, bound = condition.split()
-    return _OPERATORS[op](value, float(bound)) and math.isfinite(value)
+    # An integer bound stays exact: a float would round a seed's 2**63 - 1 up to 2**63.
+    return _OPERATORS[op](value, int(bound) if bound.lstrip("-").isdigit() else float(bound))
 
 
 def _is_required(f: dataclasses.Field) -> bool:

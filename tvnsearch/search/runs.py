@@ -9,13 +9,17 @@ is told twice. A run folder holds all a resume needs: ``recipe.toml``, ``space.t
 measurements. It also keeps the weights of every trained candidate,
 ``weights/candidate-<id>.safetensors`` (unless ``search.keep_weights`` is false), which
 ``tvnsearch export`` reads, and ``logs/candidate-<id>.log``, the whole story of a candidate that
-failed (its traceback and what its worker printed).
+failed (its traceback and what its worker printed). While a driver searches it, ``lease.json``
+names that driver (``tvnsearch.search.lease``); ``quarantine/`` keeps what ``resume`` found in
+``lineage/`` that is no part of it (``tvnsearch.search.lineage.scan_lineage``).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import shutil
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -25,9 +29,11 @@ from typing import Any
 import pandas as pd
 
 from tvnsearch.errors import InputError, Problem
-from tvnsearch.files import atomic_write_text
+from tvnsearch.files import atomic_write_text, check_writable
 from tvnsearch.genome.space import SearchSpace, load_space
+from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.constraints import TIME_LIMITS
+from tvnsearch.search.lease import is_stale, read_holder
 from tvnsearch.search.lineage import best, read_lineage
 from tvnsearch.search.progress import Tally, counts_line
 from tvnsearch.search.recipe import RunConfig, SearchSection, load_recipe, recipe_toml
@@ -48,16 +54,26 @@ def create_run(
     name: str | None = None,
     results_dir: str | Path = "results",
 ) -> Path:
-    """A new run folder for ``recipe``; the recipe and space are checked before it is made."""
+    """A new run folder for ``recipe``; the recipe, the space, the data's list and where it
+    writes are checked before it is made."""
+    from tvnsearch.data.datasets import load_dataset  # video readers: not for ``status``
+    from tvnsearch.data.frame_cache import cache_dir as frames_dir
+
     extra = [f"resources.address={json.dumps(address)}"] if address else []
-    extra += [f"search.name={json.dumps(name)}"] if name else []
+    extra += [f"search.name={json.dumps(name)}"] if name is not None else []
     config = load_recipe(recipe, [*overrides, *extra])
     space = load_space(config.search.space)
-    new_strategy(config, space, source=str(recipe))
+    strategy = new_strategy(config, space, source=str(recipe))
     check_cache_size(config, space, source=str(recipe))
+    if config.resources.address is None:
+        check_cores(config, profiled_devices(config, strategy), source=str(recipe))
     if not Path(config.data.path).exists():
         why = f"no such file or folder: {config.data.path}"
         raise InputError(str(recipe), [Problem("data.path", why)])
+    d = config.data
+    load_dataset(d.path, val_fraction=d.val_fraction, seed=d.split_seed)  # the list, not decoded
+    check_writable(frames_dir(d.cache_dir), folder=True)
+    check_writable(results_dir, folder=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(results_dir) / f"{config.search.name}-{stamp}"
     for n in range(2, 100):
@@ -68,6 +84,31 @@ def create_run(
     atomic_write_text(run_dir / SPACE_FILE, Path(config.search.space).read_text())
     atomic_write_text(run_dir / RECIPE_FILE, recipe_toml(config, space=SPACE_FILE))
     return run_dir
+
+
+def check_cores(config: RunConfig, devices: list[str], *, source: str) -> None:
+    """Refuse, naming the field, workers and a profiler that do not fit this machine's cores."""
+    r = config.resources
+    cores = r.num_cpus or len(usable_cores())
+    profiler = r.num_profilers * r.profiler_threads if "cpu" in devices else 0
+    need = r.num_workers * r.cpus_per_worker + profiler
+    if need > cores:
+        why = (
+            f"{r.num_workers} worker(s) of {r.cpus_per_worker:g} CPU(s)"
+            + (f" beside profilers of {profiler} core(s)" if profiler else "")
+            + f" need {need:g} cores, but embedded Ray has {cores}"
+        )
+        raise InputError(source, [Problem("resources.num_workers", why)])
+
+
+def discard_untold(run_dir: str | Path) -> bool:
+    """Remove a run folder whose search never told a candidate (it failed or was stopped while
+    starting: there is nothing to resume); True if removed."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECIPE_FILE).is_file() or any((run_dir / "lineage").glob("part-*")):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
 
 
 def check_cache_size(config: RunConfig, space: SearchSpace, *, source: str) -> None:
@@ -171,6 +212,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         **{str(s): tally.counts[s] for s in FINAL},
         "best": None,
         "candidates_per_hour": None,
+        "driver": _driver(run_dir),
     }
     if tally.best_id is not None:
         row = frame[frame["candidate_id"] == tally.best_id].iloc[0]
@@ -189,10 +231,18 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     return status
 
 
+def _driver(run_dir: str | Path) -> str | None:
+    """Who is searching the run now (its lease's live holder), if anyone."""
+    holder, now = read_holder(run_dir), time.time()
+    return None if holder is None or is_stale(holder, now) else holder.describe(now)
+
+
 def describe_status(status: dict[str, Any]) -> str:
     best_ = status["best"]
     rate = status["candidates_per_hour"]
     state = "complete" if status["complete"] else "unfinished (resume it to go on)"
+    if status.get("driver") and not status["complete"]:
+        state = f"running in {status['driver']}"
     wanted = status["num_trained"]
     goal = "" if wanted is None else f" ({status['trained']} of {wanted} trained wanted)"
     lines = [

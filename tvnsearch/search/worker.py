@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import socket
 import sys
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tvnsearch.errors import describe_error
 from tvnsearch.genome.genes import Genome
+from tvnsearch.search.progress import progress_bar
 from tvnsearch.status import Status
 from tvnsearch.train.fidelity import Cuts, rungs_to_json
 
@@ -198,24 +198,43 @@ def _weights(genome: Genome, clip: ClipSpec, model: Module, data: TrainData) -> 
     return weights_bytes(model, ModelInfo(genome, clip, ds.classes, ds.multi_label))
 
 
-def prepared_data(task: Task) -> TrainData:
-    """The dataset of ``task``, prepared once per process (the frame cache decodes it once)."""
+def prepared_data(task: Task, *, show_progress: bool = False) -> TrainData:
+    """The dataset of ``task``, prepared once per process (the frame cache decodes it once).
+    ``show_progress``: a bar while the videos are decoded (the driver's; workers stay silent)."""
     t = task
-    return _prepare(t.data_path, t.cache_dir, t.cache_size, t.val_fraction, t.split_seed)
+    key = (t.data_path, t.cache_dir, t.cache_size, t.val_fraction, t.split_seed)
+    if key not in _PREPARED:  # once per worker process and dataset
+        _PREPARED[key] = _prepare(*key, show_progress=show_progress)
+    return _PREPARED[key]
 
 
-@functools.cache  # once per worker process and dataset
+_PREPARED: dict[tuple[str, str | None, int, float, int], TrainData] = {}
+
+
 def _prepare(
-    path: str, cache_dir: str | None, cache_size: int, val_fraction: float, split_seed: int
+    path: str,
+    cache_dir: str | None,
+    cache_size: int,
+    val_fraction: float,
+    split_seed: int,
+    *,
+    show_progress: bool,
 ) -> TrainData:
     from tvnsearch.data.frame_cache import FrameCache
     from tvnsearch.data.frame_cache import cache_dir as default_cache_dir
     from tvnsearch.train.training import prepare_data
 
     cache = FrameCache(default_cache_dir(cache_dir), cache_size)
-    return prepare_data(
-        path, cache, val_fraction=val_fraction, split_seed=split_seed, num_workers=1
-    )
+    bar = progress_bar("decoding videos", unit="video") if show_progress else None
+    with bar or contextlib.nullcontext() as report:
+        return prepare_data(
+            path,
+            cache,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            num_workers=1,
+            on_video=report,
+        )
 
 
 def task_of(config: RunConfig) -> Task:

@@ -40,16 +40,18 @@ class TrainConfig:
     reduction_factor: float = 3.0
 
     # What each setting may be: a recipe or command line outside it is refused, naming the key
-    # (``tvnsearch.search.recipe.limit_problems``).
+    # (``tvnsearch.search.recipe.limit_problems``). The upper bounds refuse what would exhaust
+    # memory or never end, not what is merely big.
     LIMITS: ClassVar[dict[str, str | tuple[str, ...]]] = {
         "iterations": ">= 1",
-        "batch_size": ">= 1",
+        "batch_size": (">= 1", "<= 4096"),
         "learning_rate": "> 0",
         "weight_decay": ">= 0",
         "warmup_fraction": (">= 0", "< 1"),
         "label_smoothing": (">= 0", "< 1"),
-        "num_workers": ">= 0",
-        "val_clips": ">= 1",
-        "rungs": ">= 1",
-        "reduction_factor": "> 1",
+        "seed": (">= 0", f"< {2**64}"),  # what NumPy's and torch's generators take
+        "num_workers": (">= 0", "<= 256"),
+        "val_clips": (">= 1", "<= 100"),
+        "rungs": (">= 1", "<= 20"),  # 3**20 is 3.5 billion iterations: more rungs cut nothing
+        "reduction_factor": ("> 1", "<= 100"),
     }

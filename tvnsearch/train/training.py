@@ -18,6 +18,7 @@ import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -101,14 +102,18 @@ def prepare_data(
     val_fraction: float = 0.2,
     split_seed: int = 0,
     num_workers: int | None = None,
+    on_video: Callable[[int, int], None] | None = None,
 ) -> TrainData:
     """Read the dataset, decode every video into ``cache`` once, drop (or, strict, refuse) the
-    unreadable ones. Every candidate of a search then reads the same ``TrainData``."""
+    unreadable ones. Every candidate of a search then reads the same ``TrainData``.
+    ``on_video(done, total)`` follows the decoding (``FrameCache.index``)."""
     dataset = load_dataset(path, val_fraction=val_fraction, seed=split_seed)
     paths = [v.path for v in dataset.videos]
     # Decoding threads: PyAV decodes without holding the GIL.
     workers = num_workers or os.cpu_count() or 1
-    index = cache.index(paths, strict=strict, source=dataset.source, num_workers=workers)
+    index = cache.index(
+        paths, strict=strict, source=dataset.source, num_workers=workers, on_video=on_video
+    )
     train = tuple(v for v in dataset.train if v.path in index.entries)
     val = tuple(v for v in dataset.val if v.path in index.entries)
     empty = [
@@ -126,6 +131,7 @@ class _Progress:  # what a failure report can still say
     iterations: int = 0
     loss: float | None = None
     train_seconds: float = 0.0
+    on_step: Callable[[int, int], None] | None = None
 
 
 class _Diverged(Exception):
@@ -155,9 +161,12 @@ def train_model(
     cuts: Cuts = (),
     *,
     parent_weights: bytes | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[TrainResult, nn.Module | None]:
-    """As ``train_genome``, with the trained model (in eval mode) when the result is trained."""
-    progress = _Progress()
+    """As ``train_genome``, with the trained model (in eval mode) when the result is trained.
+    ``on_step(done, total)`` is told of every iteration (silent without it, as in a search's
+    workers): the command line draws a progress bar with it."""
+    progress = _Progress(on_step=on_step)
     started = time.perf_counter()
     try:
         device = torch.device(config.device)
@@ -227,6 +236,8 @@ def _train_and_score(
             scaler.update()
             schedule.step()
             progress.iterations = step + 1
+            if progress.on_step is not None:
+                progress.on_step(progress.iterations, config.iterations)
         scoring = time.perf_counter()
         scores = _score(model, data, clip, config, device, amp_dtype)
         eval_seconds += time.perf_counter() - scoring
