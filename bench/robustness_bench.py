@@ -7,6 +7,7 @@ Sections (each prints a table and adds its figures to the JSON):
 - ``damage``: a torn, an empty and a duplicated lineage part: ``status``, ``pareto`` and
   ``resume`` all work and report them;
 - ``listen``: ``ss -ltnp`` during an embedded search: every socket Ray's processes listen on;
+- ``sigterm``: SIGTERM at every moment of a search's first 10 s: exit codes and lines said;
 - ``address``: ``--address`` to a closed port: seconds to a one-line error.
 
     .venv/bin/python bench/robustness_bench.py [--sections fuzz lease ...] [--out FILE]
@@ -15,6 +16,7 @@ Sections (each prints a table and adds its figures to the JSON):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -117,9 +119,19 @@ def lease() -> dict[str, Any]:
     return figures
 
 
+def run_status(run_dir: Path) -> dict[str, Any]:
+    """The run's status, read here without the notes (the commands timed say them)."""
+    import warnings
+
+    from tvnsearch.search.runs import run_status as status
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return status(run_dir)
+
+
 def damage() -> dict[str, Any]:
     """A finished run with a torn, an empty and a duplicated part: status, pareto and resume."""
-    from tvnsearch.search.runs import run_status
 
     folder = WORK / "damage"
     recipe = small_search(folder, budget=20)
@@ -136,8 +148,9 @@ def damage() -> dict[str, Any]:
     (run_dir / "lineage" / names["duplicated"]).write_bytes(data)
     print(f"{'command':<8} {'exit':>4} {'tracebacks':>10} {'notes':>5}  counts")
     figures: dict[str, Any] = {"commands": []}
-    for command in ("status", "pareto", "resume"):
-        done, _ = tvnsearch(command, str(run_dir))
+    options = {"status": [], "pareto": ["--x", "flops"], "resume": []}  # no runtime measured
+    for command, extra in options.items():
+        done, _ = tvnsearch(command, str(run_dir), *extra)
         notes = [x for x in done.stderr.splitlines() if ": note: " in x]
         status = run_status(run_dir)
         counts = f"{status['done']} of {status['budget']} told, {status['trained']} trained"
@@ -194,7 +207,40 @@ def fuzz() -> dict[str, Any]:
     }
 
 
-SECTIONS.update(fuzz=fuzz, lease=lease, damage=damage)
+def sigterm() -> dict[str, Any]:
+    """SIGTERM at every moment of a search's start and first seconds (1 to 10 s, every 0.5 s):
+    exit codes, and the lines said on stderr besides the progress line."""
+    from collections import Counter
+
+    folder = WORK / "sigterm"
+    recipe = small_search(folder, budget=400)
+    rows = []
+    for i in range(19):
+        delay = 1.0 + 0.5 * i
+        command = ["search", str(recipe), "--results", str(folder / "r")]
+        search = subprocess.Popen(
+            [sys.executable, "-m", "tvnsearch", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(delay)
+        search.send_signal(signal.SIGTERM)
+        _, err = search.communicate(timeout=300)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(search.pid, signal.SIGKILL)
+        said = [x for x in err.splitlines() if x.strip() and not x.startswith("[")]
+        rows.append({"after_s": delay, "exit": search.returncode, "lines": said})
+        print(f"{delay:>5.1f} s  exit {search.returncode:>4}  {len(said)} line(s): {said[-1:]}")
+    codes = Counter(str(r["exit"]) for r in rows)
+    tracebacks = sum("Traceback" in " ".join(r["lines"]) for r in rows)
+    extra = sum(len(r["lines"]) > 1 for r in rows)
+    print(f"exit codes {dict(codes)}; tracebacks {tracebacks}; more than one line: {extra}")
+    return {"runs": rows, "exit_codes": dict(codes), "tracebacks": tracebacks, "noisy": extra}
+
+
+SECTIONS.update(fuzz=fuzz, lease=lease, damage=damage, sigterm=sigterm)
 
 
 LOOPBACK_HOSTS = ("127.", "[::ffff:127.", "[::1]")

@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tvnsearch.errors import SearchStopped
@@ -61,7 +62,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return True
 
     try:
-        return _finish(run_dir, lambda: run_search(run_dir), discard=discard)
+        search = partial(run_search, run_dir, source=args.recipe)
+        return _finish(run_dir, search, discard=discard)
     except BaseException:
         discard()
         raise

@@ -97,15 +97,18 @@ def run_search(
     address: str | None = None,
     evaluator: Evaluator = evaluate,
     stream: TextIO | None = None,
+    source: str | None = None,
 ) -> Tally:
     """Run (or resume) the search of ``run_dir`` until its budget is told or it has trained the
     candidates it wants; ``SearchStopped`` when a failure would repeat for every candidate,
-    ``RunLeased`` when another driver holds the run."""
+    ``RunLeased`` when another driver holds the run. ``source``: what a bad setting's error
+    names (the run's recipe; ``search`` names the user's)."""
     run_dir = Path(run_dir)
     overrides = [f"resources.address={json.dumps(address)}"] if address else []
     config = load_run(run_dir, overrides)
     space = load_space(config.search.space)
-    strategy = new_strategy(config, space, source=str(run_dir / RECIPE_FILE))
+    source = source or str(run_dir / RECIPE_FILE)
+    strategy = new_strategy(config, space, source=source)
     with Lease(run_dir) as lease:
         frame, damaged = scan_lineage(run_dir)
         for damage in damaged:
@@ -124,6 +127,7 @@ def run_search(
             lease,
             evaluator=evaluator,
             stream=stream,
+            source=source,
             before_writing=partial(_quarantine, run_dir, damaged),
         )
 
@@ -147,14 +151,15 @@ def _search(
     *,
     evaluator: Evaluator,
     stream: TextIO | None = None,
+    source: str,
     before_writing: Callable[[], None] = lambda: None,
 ) -> Tally:
     num_classes = prepared_data(task_of(config), show_progress=True).dataset.num_classes
     devices = profiled_devices(config, strategy)
     r = config.resources
     if r.address is None:
-        check_cores(config, devices, source=str(run_dir / RECIPE_FILE))
-    started = start_ray(r.address, num_cpus=r.num_cpus, source=str(run_dir / RECIPE_FILE))
+        check_cores(config, devices, source=source)
+    started = start_ray(r.address, num_cpus=r.num_cpus, source=source)
     logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
     for log in logs.values():
         log.repair()
