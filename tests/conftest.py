@@ -36,6 +36,41 @@ def published_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+SMALL_RECIPE = """
+[search]
+name = "small"
+space = "{space}"
+budget = {budget}
+seed = 0
+[data]
+path = "{data}"
+cache_dir = "{cache}"
+cache_size = 64
+[train]
+iterations = {iterations}
+batch_size = 4
+[constraints]
+max_flops = 20_000_000
+[resources]
+num_workers = 1
+"""
+
+
+def small_search(folder: Path, *, budget: int, iterations: int = 20) -> Path:
+    """A recipe for a small real search in ``folder`` (the tiny space on 18 synthetic clips,
+    one worker, candidates refused by counted FLOPs only: nothing is timed); its path."""
+    from tvnsearch.data.synth import SynthConfig, write_synth
+
+    write_synth(folder / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
+    recipe = folder / "recipe.toml"
+    space, data, cache = SPACES_DIR / "tiny.toml", folder / "synth", folder / "frames"
+    text = SMALL_RECIPE.format(
+        space=space, data=data, cache=cache, budget=budget, iterations=iterations
+    )
+    recipe.write_text(text)
+    return recipe
+
+
 SEARCHED_RECIPE = """
 [search]
 name = "fixture"

@@ -11,31 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SPACES_DIR
+from conftest import small_search
 
 from tvnsearch.cli.main import main
-from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.search.lineage import read_lineage, scan_lineage
 from tvnsearch.search.runs import run_status
-
-RECIPE = """
-[search]
-name = "lease"
-space = "{space}"
-budget = {budget}
-seed = 0
-[data]
-path = "{data}"
-cache_dir = "{cache}"
-cache_size = 64
-[train]
-iterations = 20
-batch_size = 4
-[constraints]
-max_flops = 20_000_000
-[resources]
-num_workers = 1
-"""
 
 
 def tvnsearch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -46,16 +26,7 @@ def tvnsearch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def test_a_second_driver_is_refused_and_a_killed_driver_s_lease_is_taken_over(
     tmp_path: Path,
 ) -> None:
-    write_synth(tmp_path / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        RECIPE.format(
-            space=SPACES_DIR / "tiny.toml",
-            data=tmp_path / "synth",
-            cache=tmp_path / "frames",
-            budget=60,
-        )
-    )
+    recipe = small_search(tmp_path, budget=60)
     first = subprocess.Popen(
         [sys.executable, "-m", "tvnsearch", "search", str(recipe), "--results", str(tmp_path)],
         stdout=subprocess.PIPE,
@@ -64,10 +35,10 @@ def test_a_second_driver_is_refused_and_a_killed_driver_s_lease_is_taken_over(
         start_new_session=True,  # its Ray goes with it when the test kills the group
     )
     deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("lease-*/lineage/part-*.parquet")):
+    while not list(tmp_path.glob("small-*/lineage/part-*.parquet")):
         assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
         time.sleep(0.5)
-    (run_dir,) = tmp_path.glob("lease-*")
+    (run_dir,) = tmp_path.glob("small-*")
 
     second = tvnsearch("resume", str(run_dir), timeout=60)
     assert second.returncode == 2, second.stderr

@@ -8,36 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SPACES_DIR
+from conftest import small_search
 
-from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.search.lineage import read_lineage
-
-RECIPE = """
-[search]
-name = "signal"
-space = "{space}"
-budget = 400
-seed = 0
-[data]
-path = "{data}"
-cache_dir = "{cache}"
-cache_size = 64
-[train]
-iterations = 30
-batch_size = 4
-[constraints]
-max_flops = 20_000_000
-[resources]
-num_workers = 1
-"""
 
 
 def test_sigterm_ends_a_search_with_one_line_and_a_resumable_run(tmp_path: Path) -> None:
-    write_synth(tmp_path / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
-    recipe = tmp_path / "recipe.toml"
-    space, data, cache = SPACES_DIR / "tiny.toml", tmp_path / "synth", tmp_path / "frames"
-    recipe.write_text(RECIPE.format(space=space, data=data, cache=cache))
+    recipe = small_search(tmp_path, budget=400, iterations=30)
     command = [sys.executable, "-m", "tvnsearch", "search", str(recipe)]
     search = subprocess.Popen(
         [*command, "--results", str(tmp_path / "r")],

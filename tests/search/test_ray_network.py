@@ -23,9 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 import ray
-from conftest import SPACES_DIR
+from conftest import small_search
 
-from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.errors import InputError
 from tvnsearch.search.ray_session import start_ray, stop_ray
 
@@ -206,28 +205,8 @@ def test_a_cluster_on_loopback_is_joined_with_its_token(
     assert ray.get(_where.remote()) == "127.0.0.1"
 
 
-RECIPE = """
-[search]
-name = "address"
-space = "{space}"
-budget = 4
-seed = 0
-[data]
-path = "{data}"
-cache_dir = "{cache}"
-[train]
-iterations = 2
-batch_size = 4
-[resources]
-num_workers = 1
-"""
-
-
 def test_search_on_a_closed_address_ends_in_one_line(tmp_path: Path) -> None:
-    write_synth(tmp_path / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
-    recipe = tmp_path / "recipe.toml"
-    space, data, cache = SPACES_DIR / "tiny.toml", tmp_path / "synth", tmp_path / "frames"
-    recipe.write_text(RECIPE.format(space=space, data=data, cache=cache))
+    recipe = small_search(tmp_path, budget=4, iterations=2)
     command = [sys.executable, "-m", "tvnsearch", "search", str(recipe)]
     start = time.monotonic()
     search = subprocess.run(

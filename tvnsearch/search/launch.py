@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -128,7 +127,7 @@ def run_search(
             evaluator=evaluator,
             stream=stream,
             source=source,
-            before_writing=partial(_quarantine, run_dir, damaged),
+            damaged=damaged,
         )
 
 
@@ -152,17 +151,17 @@ def _search(
     evaluator: Evaluator,
     stream: TextIO | None = None,
     source: str,
-    before_writing: Callable[[], None] = lambda: None,
+    damaged: list[Damaged],
 ) -> Tally:
     num_classes = prepared_data(task_of(config), show_progress=True).dataset.num_classes
     devices = profiled_devices(config, strategy)
     r = config.resources
     if r.address is None:
         check_cores(config, devices, source=source)
-    started = start_ray(r.address, num_cpus=r.num_cpus, source=source)
     logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
     for log in logs.values():
         log.repair()
+    started = start_ray(r.address, num_cpus=r.num_cpus, source=source)
     neighbours = Path(tempfile.gettempdir()) / f"tvnsearch-{run_dir.name}-{os.getpid()}-workers"
     profilers: dict[str, list[RemoteProfiler]] = {}
     try:
@@ -181,7 +180,7 @@ def _search(
             _placement(config, profilers.get("cpu", []), neighbours),
             max_retries=r.max_retries,
         )
-        before_writing()
+        _quarantine(run_dir, damaged)  # the search goes on: the lineage is to be written
         with LineageWriter(
             run_dir, token=lease.token, guard=lease.check, flush_seconds=FLUSH_SECONDS
         ) as writer:
