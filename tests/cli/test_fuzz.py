@@ -115,6 +115,16 @@ TRAIN = [
     ("{g} --data {d} --cache-dir {i}/file/sub", "{i}/file/sub"),
     (f"{{g}} --data {{d}} --cache-dir {UNWRITABLE}", UNWRITABLE),
 ]
+EVALUATE = [  # an export folder is wanted
+    ("{i}/missing", "{i}/missing"),
+    ("{i}/binary", "{i}/binary"),
+    ("{i}/folder", "{i}/folder/genome.json"),
+    ("{i}/full", "{i}/full/genome.json"),
+    *range_cases("{i}/folder", "--clips", ["0", "101", "many"]),
+    *range_cases("{i}/folder", "--batch-size", ["0", "4097"]),
+    ("{i}/folder --split nope", "--split"),
+    ("{i}/folder --device tpu", "--device"),
+]
 TRAIN_OUT = [  # refused before training starts
     ("{g} --data {d} --iterations 1 --out {i}/file/sub", "{i}/file/sub"),
     (f"{{g}} --data {{d}} --iterations 1 --out {UNWRITABLE}", UNWRITABLE),
@@ -246,6 +256,7 @@ CASES = [
     *cases_of("profile", PROFILE),
     *cases_of("train", TRAIN),
     *cases_of("train", TRAIN_OUT, absent="{i}/file/sub"),
+    *cases_of("evaluate", EVALUATE),
     *cases_of("data synth", SYNTH, absent="{i}/new"),
     *run_reader_cases(),
     *RUN_FLAGS,

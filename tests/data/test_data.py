@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tvnsearch.data.datasets import load_dataset
-from tvnsearch.errors import InputError
+from tvnsearch.errors import InputError, Notice
 
 # Paths are not opened here (decoding is the frame cache's job), so empty files will do.
 
@@ -73,8 +73,10 @@ def test_csv_list_with_splits_relative_paths_and_numeric_classes(tmp_path) -> No
         "d.mp4,10,val\n"
         "e.mp4,3,test\n"
     )
-    ds = load_dataset(csv)
-    assert ds.classes == ("2", "10")  # numeric names in numeric order; test rows left out
+    with pytest.warns(Notice, match=r"1 test video\(s\) of a class no train or val video has"):
+        ds = load_dataset(csv)
+    assert ds.classes == ("2", "10")  # numeric names in numeric order; test's class 3 unseen
+    assert ds.test == ()
     assert [v.path for v in ds.train] == [tmp_path / "lists/../videos/a.mp4", Path("/abs/b.mp4")]
     assert [v.labels for v in ds.train] == [(1,), (0,)]
     assert [v.path.name for v in ds.val] == ["c.mp4", "d.mp4"]
@@ -156,3 +158,51 @@ def test_a_split_left_empty_is_refused(tmp_path) -> None:
 def test_missing_path(tmp_path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         load_dataset(tmp_path / "nowhere")
+
+
+def ucf101_tree(root: Path, *, classes: int = 3, groups: int = 5, clips: int = 3) -> None:
+    """Empty files named as UCF-101 names its clips (listing reads no video)."""
+    for c in range(classes):
+        folder = root / f"Class{c}"
+        folder.mkdir(parents=True)
+        for g in range(1, groups + 1):
+            for k in range(1, clips + 1):
+                (folder / f"v_Class{c}_g{g:02d}_c{k:02d}.avi").touch()
+
+
+def test_ucf101_groups_are_detected_and_kept_whole_on_one_side(tmp_path) -> None:
+    ucf101_tree(tmp_path)
+    ds = load_dataset(tmp_path, val_fraction=0.2, seed=3)
+    train = {v.group for v in ds.train}
+    val = {v.group for v in ds.val}
+    assert not train & val and len(train | val) == 15  # 3 classes x 5 groups
+    assert {v.group for v in ds.val if v.labels == (0,)} <= {f"Class0_g{g:02d}" for g in range(9)}
+    assert len(ds.val) == 3 * 3  # one group of 3 clips per class: round(15 * 0.2) = 3 videos
+
+
+def test_a_list_s_group_column_and_a_kept_test_split(tmp_path) -> None:
+    rows = [f"{c}{i}.mp4,{c},,src{c}{i // 2}" for c in "ab" for i in range(10)]
+    rows += ["t1.mp4,a,test,", "t2.mp4,b,test,"]
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,split,group\n" + "\n".join(rows) + "\n")
+    ds = load_dataset(csv, val_fraction=0.2, seed=0)
+    assert not {v.group for v in ds.train} & {v.group for v in ds.val}
+    assert len(ds.val) == 4 and [v.path.name for v in ds.test] == ["t1.mp4", "t2.mp4"]
+    assert ds.videos == ds.train + ds.val  # what a search reads: never the test split
+
+
+def test_given_splits_that_put_a_group_on_both_sides_are_refused(tmp_path) -> None:
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,split,group\na.mp4,x,train,g1\nb.mp4,x,val,g1\nc.mp4,x,val,g2\n")
+    with pytest.raises(InputError, match=r"group 'g1': is in the train and the val split"):
+        load_dataset(csv)
+
+
+def test_a_test_folder_is_kept_beside_train_and_val(tmp_path) -> None:
+    for split in ("train", "val", "test"):
+        for c in ("x", "y"):
+            (tmp_path / split / c).mkdir(parents=True)
+            (tmp_path / split / c / f"{split}-{c}.mp4").touch()
+    ds = load_dataset(tmp_path)
+    assert [v.path.name for v in ds.test] == ["test-x.mp4", "test-y.mp4"]
+    assert [v.labels for v in ds.test] == [(0,), (1,)]

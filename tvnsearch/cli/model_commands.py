@@ -1,4 +1,5 @@
-"""The ``export`` and ``train`` commands: found networks out of a run, and trained for longer.
+"""The ``export``, ``train`` and ``evaluate`` commands: found networks out of a run, trained for
+longer, and scored on the test split.
 
 ``train`` takes a genome JSON or an export folder. From an export folder it reads
 ``genome.json`` and the clip and training recipe of ``card.json``, and trains with the run's
@@ -6,6 +7,8 @@ settings (data, split, cache, batch size, learning rate, seed) except what the c
 gives; the data path defaults to the run's. Retraining starts from fresh weights: the partial
 training of a search is a ranking signal, not a start worth keeping. With ``--out`` the result
 is written as a new export folder (never over an existing one, the source included).
+``evaluate`` scores an export folder's network on a split of a dataset (``test`` by default: the
+one a search never selects on), with the run's data settings unless the command line gives others.
 """
 
 from __future__ import annotations
@@ -59,6 +62,74 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> None:
     )
     export.set_defaults(handler=cmd_export)
     _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    from tvnsearch.train.evaluation import SPLITS
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score an exported network on the test split (or val, train)"
+    )
+    evaluate.add_argument("export", help="an export folder (tvnsearch export, train --out)")
+    evaluate.add_argument("--data", help="class folders or a .csv / .jsonl list (the run's)")
+    evaluate.add_argument("--split", choices=SPLITS, default="test", help="(test)")
+    clips = setting(TrainConfig, "val_clips")
+    evaluate.add_argument("--clips", type=clips, default=10, help="clips per video, averaged (10)")
+    batch_size = setting(TrainConfig, "batch_size")
+    evaluate.add_argument("--batch-size", type=batch_size, default=16, help="(16)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    evaluate.add_argument("--cache-dir", help="decoded-frame cache (default: the run's)")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tvnsearch.data.frame_cache import FrameCache, cache_dir
+    from tvnsearch.measure.device import check_device
+    from tvnsearch.train.evaluation import evaluate_weights
+
+    check_device(args.device, source="command line", field="--device")
+    folder = Path(args.export)
+    if not folder.is_dir():
+        raise InputError(str(folder), "not an export folder (tvnsearch export, train --out)")
+    source = train_source(folder)
+    if source.data is None and not args.data:
+        raise InputError("--data", "is required: the export names no dataset")
+    data = source.data or DataSection(path=args.data)
+    given = {"path": args.data, "cache_dir": args.cache_dir}
+    data = dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
+    cache = FrameCache(cache_dir(data.cache_dir), data.cache_size)
+    with progress_bar("decoding videos", unit="video") as report:
+        result = evaluate_weights(
+            folder / "weights.safetensors",
+            data.path,
+            cache,
+            split=args.split,
+            num_clips=args.clips,
+            batch_size=args.batch_size,
+            val_fraction=data.val_fraction,
+            split_seed=data.split_seed,
+            device=args.device,
+            on_video=report,
+        )
+    if args.json:
+        print(json.dumps({"export": str(folder), "data": data.path, **result.to_dict()}, indent=2))
+        return 0
+    s = result.scores
+    scores = (
+        f"mean AP {s['mean_ap']:.4f}"
+        if "mean_ap" in s
+        else f"top-1 {s['top1']:.4f}  top-5 {s['top5']:.4f}  fitness {s['fitness']:.4f}"
+        f" ± {s['fitness_noise']:.4f}"
+    )
+    print(
+        f"{folder}: {result.split} split of {data.path}, {result.num_videos} videos x "
+        f"{result.num_clips} clips: {scores}"
+    )
+    for skipped in result.skipped:
+        print(f"  skipped {skipped.path}: {skipped.reason}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

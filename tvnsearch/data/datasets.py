@@ -1,11 +1,17 @@
 """Video datasets as the user points at them: class folders or a CSV/JSONL list, with splits.
 
 A folder holds one sub-folder per class (the UCF-101 / HMDB-51 layout), optionally inside
-``train/`` and ``val/`` (or ``validation/``) folders. A list file has one video per row with
-``path``, ``label`` (one class) or ``labels`` (multi-label: a JSON list in JSONL, ``;``-separated
-in CSV) and optionally ``split`` (``train``, ``val``/``validation``; ``test`` rows are left out).
-Relative paths resolve against the list file's folder. Without split sub-folders or a split
-column, a seeded split holds out ``val_fraction`` of every class.
+``train/`` and ``val/`` (or ``validation/``) folders, and a ``test/`` folder. A list file has one
+video per row with ``path``, ``label`` (one class) or ``labels`` (multi-label: a JSON list in
+JSONL, ``;``-separated in CSV) and optionally ``split`` (``train``, ``val``/``validation``,
+``test``) and ``group``. Relative paths resolve against the list file's folder. Without split
+sub-folders or a split column, a seeded split holds out ``val_fraction`` of every class.
+
+Honest splits: clips cut from one source video look alike, so a seeded split keeps each
+``group`` whole on one side. A list names groups in its ``group`` column; in folders, UCF-101's
+naming (``v_<Class>_g<NN>_c<NN>.avi``: clips of group NN) is detected; every other video is a
+group of its own. The ``test`` split is kept apart: a search never reads it (it selects on
+``val``), and ``tvnsearch evaluate`` scores an exported network on it.
 
 Paths are not checked here: a missing or unreadable video is found, reported and skipped when
 the frames are decoded (``tvnsearch.data.frame_cache``).
@@ -16,15 +22,18 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tvnsearch.data.video import VIDEO_SUFFIXES
-from tvnsearch.errors import InputError, Problem
+from tvnsearch.errors import InputError, Notice, Problem
 
-SPLITS = {"train": "train", "val": "val", "validation": "val", "test": None}
+SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+UCF101_GROUP = re.compile(r"^v_(.+)_g(\d+)_c\d+$")  # v_ApplyEyeMakeup_g08_c01
 MAX_PROBLEMS = 20  # a broken list can have thousands of bad rows; the first ones say enough
 
 
@@ -32,6 +41,7 @@ MAX_PROBLEMS = 20  # a broken list can have thousands of bad rows; the first one
 class Video:
     path: Path
     labels: tuple[int, ...]  # indices into ``VideoDataset.classes``; one unless multi-label
+    group: str = ""  # videos of one group (clips of one source) stay on one side of a split
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class VideoDataset:
     multi_label: bool
     train: tuple[Video, ...]
     val: tuple[Video, ...]
+    test: tuple[Video, ...] = ()  # never read by a search: ``tvnsearch evaluate`` scores on it
 
     @property
     def num_classes(self) -> int:
@@ -48,7 +59,11 @@ class VideoDataset:
 
     @property
     def videos(self) -> tuple[Video, ...]:
+        """The videos a search reads: ``train`` and ``val``."""
         return self.train + self.val
+
+    def split(self, name: str) -> tuple[Video, ...]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class _Row:
     path: Path
     labels: tuple[str, ...]
     split: str | None  # None: decided by the seeded split
+    group: str | None = None  # None: the video is a group of its own
 
 
 def load_dataset(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> VideoDataset:
@@ -75,22 +91,48 @@ def load_dataset(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) 
 def _dataset(
     source: str, rows: list[_Row], multi_label: bool, val_fraction: float, seed: int
 ) -> VideoDataset:
-    rows = [r for r in rows if r.split != "test"]
-    classes = _sorted_names({label for r in rows for label in r.labels})
+    classes = _sorted_names({label for r in rows if r.split != "test" for label in r.labels})
     index = {name: i for i, name in enumerate(classes)}
+    unseen = [r for r in rows if r.split == "test" and not set(r.labels) <= index.keys()]
+    if unseen:  # no network of this dataset can name their class
+        why = f"{len(unseen)} test video(s) of a class no train or val video has left out"
+        warnings.warn(f"{source}: {why} (e.g. {unseen[0].path.name})", Notice, stacklevel=3)
+        rows = [r for r in rows if r not in unseen]
     splits = _assign_splits(rows, val_fraction, random.Random(seed))
     videos = {
         name: tuple(
-            Video(r.path, tuple(sorted(index[x] for x in r.labels)))
+            Video(r.path, tuple(sorted(index[x] for x in r.labels)), _group(r))
             for r, s in zip(rows, splits, strict=True)
             if s == name
         )
-        for name in ("train", "val")
+        for name in ("train", "val", "test")
     }
-    problems = [Problem(f"{name} split", "has no videos") for name in videos if not videos[name]]
+    problems = [Problem(f"{n} split", "has no videos") for n in ("train", "val") if not videos[n]]
+    problems += _split_groups(videos)
     if problems:
         raise InputError(source, problems)
-    return VideoDataset(source, classes, multi_label, videos["train"], videos["val"])
+    return VideoDataset(
+        source, classes, multi_label, videos["train"], videos["val"], videos["test"]
+    )
+
+
+def _group(row: _Row) -> str:
+    return row.group if row.group is not None else str(row.path)
+
+
+def _split_groups(videos: dict[str, tuple[Video, ...]]) -> list[Problem]:
+    """A group on two sides of the given splits: its clips would score the network on what it
+    learnt from (and the seeded split never does this)."""
+    side: dict[str, str] = {}
+    problems = []
+    for name, members in videos.items():
+        for video in members:
+            other = side.setdefault(video.group, name)
+            if other != name:
+                why = f"is in the {other} and the {name} split (e.g. {video.path.name})"
+                problems.append(Problem(f"group {video.group!r}", why))
+                side[video.group] = name
+    return problems[:MAX_PROBLEMS]
 
 
 def _sorted_names(names: set[str]) -> tuple[str, ...]:
@@ -99,18 +141,28 @@ def _sorted_names(names: set[str]) -> tuple[str, ...]:
 
 
 def _assign_splits(rows: list[_Row], val_fraction: float, rng: random.Random) -> list[str]:
-    """Given splits stay; the others are split per class (by first label), seeded."""
+    """Given splits stay; the other rows are split per class (by first label), seeded, whole
+    groups at a time: a class's groups are shuffled and go to ``val`` until it holds
+    ``val_fraction`` of the class's videos (a group met in an earlier class keeps its side)."""
     splits = [r.split or "" for r in rows]
-    by_class: dict[str, list[int]] = {}
+    by_class: dict[str, dict[str, list[int]]] = {}
     for i, r in enumerate(rows):
         if r.split is None:
-            by_class.setdefault(r.labels[0] if r.labels else "", []).append(i)
+            groups = by_class.setdefault(r.labels[0] if r.labels else "", {})
+            groups.setdefault(_group(r), []).append(i)
+    side: dict[str, str] = {}
     for name in sorted(by_class):
-        members = by_class[name]
-        rng.shuffle(members)
-        num_val = round(len(members) * val_fraction)
-        for k, i in enumerate(members):
-            splits[i] = "val" if k < num_val else "train"
+        groups = by_class[name]
+        order = list(groups)  # as listed: ungrouped videos split exactly as they always were
+        rng.shuffle(order)
+        target = round(sum(map(len, groups.values())) * val_fraction)
+        held = 0
+        for group in order:
+            if group not in side:
+                side[group] = "val" if held < target else "train"
+            held += len(groups[group]) if side[group] == "val" else 0
+            for i in groups[group]:
+                splits[i] = side[group]
     return splits
 
 
@@ -125,7 +177,7 @@ def _folder_rows(root: Path) -> list[_Row]:
         )
     rows = []
     for name, folder in sorted(split_dirs.items()):
-        rows += _class_rows(folder, SPLITS[name]) if SPLITS[name] else []
+        rows += _class_rows(folder, SPLITS[name])
     return rows
 
 
@@ -134,7 +186,7 @@ def _class_rows(root: Path, split: str | None) -> list[_Row]:
     if not class_dirs:
         raise InputError(str(root), "no class folders (one sub-folder of videos per class)")
     rows = [
-        _Row(p, (d.name,), split)
+        _Row(p, (d.name,), split, _ucf101_group(p))
         for d in class_dirs
         for p in sorted(d.rglob("*"))
         if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
@@ -142,6 +194,12 @@ def _class_rows(root: Path, split: str | None) -> list[_Row]:
     if not rows:
         raise InputError(str(root), f"no video files ({', '.join(VIDEO_SUFFIXES)})")
     return rows
+
+
+def _ucf101_group(path: Path) -> str | None:
+    """UCF-101's group of a clip named ``v_<Class>_g<NN>_c<NN>``: ``<Class>_g<NN>``."""
+    match = UCF101_GROUP.fullmatch(path.stem)
+    return None if match is None else f"{match.group(1)}_g{match.group(2)}"
 
 
 def _list_rows(path: Path) -> tuple[list[_Row], bool]:
@@ -167,7 +225,7 @@ def _list_rows(path: Path) -> tuple[list[_Row], bool]:
 def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(text.splitlines())
     if reader.fieldnames is None:
-        raise InputError(str(path), "has no header row (path, label or labels, split)")
+        raise InputError(str(path), "has no header row (path, label or labels, split, group)")
     # Header is line 1, so data row k is line k + 1 (no quoted newlines in a video list).
     # A row with more fields than the header puts the rest under the key None: dropped.
     return [(k + 2, {c: v for c, v in row.items() if c}) for k, row in enumerate(reader)]
@@ -228,10 +286,11 @@ def _row(
         problems.append(
             Problem(f"{where}.split", f"must be one of {list(SPLITS)}, but got {split!r}")
         )
+    group = record.get("group")
+    group = None if group is None or str(group).strip() == "" else str(group).strip()
     if len(problems) > found:
         return None
-    mapped = None if split is None else (SPLITS[split] or "test")
-    return _Row(base / video.strip(), labels, mapped)
+    return _Row(base / video.strip(), labels, None if split is None else SPLITS[split], group)
 
 
 def _labels(value: Any, key: str) -> tuple[str, ...] | None:

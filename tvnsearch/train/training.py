@@ -266,26 +266,19 @@ def _autocast_dtype(device: torch.device, config: TrainConfig) -> torch.dtype | 
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _clips(
-    data: TrainData, clip: ClipSpec, *, train: bool, flip: bool = False, num_clips: int = 1
-) -> ClipDataset:
-    ds = data.dataset
-    return ClipDataset(
-        data.frames,
-        ds.train if train else ds.val,
-        clip,
-        num_classes=ds.num_classes,
-        multi_label=ds.multi_label,
-        train=train,
-        flip=flip,
-        num_clips=num_clips,
-    )
-
-
 def _train_loader(
     data: TrainData, clip: ClipSpec, config: TrainConfig, device: torch.device
 ) -> DataLoader:
-    clips = _clips(data, clip, train=True, flip=config.flip)
+    ds = data.dataset
+    clips = ClipDataset(
+        data.frames,
+        ds.train,
+        clip,
+        num_classes=ds.num_classes,
+        multi_label=ds.multi_label,
+        train=True,
+        flip=config.flip,
+    )
     return DataLoader(
         clips,
         batch_size=config.batch_size,
@@ -298,7 +291,6 @@ def _train_loader(
     )
 
 
-@torch.inference_mode()
 def _score(
     model: nn.Module,
     data: TrainData,
@@ -307,24 +299,57 @@ def _score(
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> dict[str, float]:
-    clips = _clips(data, clip, train=False, num_clips=config.val_clips)
+    ds = data.dataset
+    return score_videos(
+        model,
+        ClipDataset(
+            data.frames,
+            ds.val,
+            clip,
+            num_classes=ds.num_classes,
+            multi_label=ds.multi_label,
+            train=False,
+            num_clips=config.val_clips,
+        ),
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        seed=config.seed,
+        device=device,
+        amp_dtype=amp_dtype,
+    )
+
+
+@torch.inference_mode()
+def score_videos(
+    model: nn.Module,
+    clips: ClipDataset,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    seed: int = 0,
+    device: torch.device | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Scores of ``model`` on the videos of ``clips`` (an evaluation ``ClipDataset``: its fixed
+    clips per video, their logits averaged per video): top-1, top-5 and fitness, or mean AP."""
+    device = device or torch.device("cpu")
     # A private generator: iterating a loader draws its workers' base seed, and from the global
     # stream that would shift the dropout masks of the training that goes on after a rung.
     loader = DataLoader(
         clips,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
     )
     model.eval()
     logits = []
     for x, _ in loader:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(clip.normalization.apply(x.to(device)))
+            out = model(clips.spec.normalization.apply(x.to(device)))
         logits.append(out.float().cpu())
     per_video = _video_means(torch.cat(logits), torch.tensor(clips.video_of), len(clips.videos))
     targets = torch.stack([clips.target(i) for i in range(len(clips.videos))])
-    if data.dataset.multi_label:
+    if clips.multi_label:
         return multi_label_scores(per_video, targets)
     return multi_class_scores(per_video, targets)
 
