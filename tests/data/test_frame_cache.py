@@ -93,6 +93,48 @@ def test_a_second_index_decodes_nothing(tmp_path, videos, monkeypatch) -> None:
     assert second.skipped == first.skipped
 
 
+def test_a_dataset_opened_again_is_read_from_its_listing_with_a_stat_per_video(
+    tmp_path, videos, monkeypatch
+) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    present = [path for name, path in videos.items() if name != "missing"]
+    first = cache.index(present)
+    (listing,) = (tmp_path / "cache" / "indexes").iterdir()
+    written = listing.stat().st_mtime_ns
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("a listed video was keyed, hashed or opened again")
+
+    monkeypatch.setattr(FrameCache, "_entry_or_reason", not_again)
+    frame_cache.open_frames.cache_clear()
+    again = cache.index(present)
+    assert again.entries == first.entries and again.skipped == first.skipped
+    assert frame_cache.open_frames.cache_info().misses == 0  # no entry was opened
+    assert listing.stat().st_mtime_ns == written  # nothing new: not rewritten
+
+
+def test_a_video_changed_or_frames_gone_since_the_listing_are_looked_at_again(
+    tmp_path, videos
+) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    paths = [videos["wide"], videos["odd"]]
+    first = cache.index(paths)
+    encode_video(videos["wide"], frames(6, 48, 96, shift=50))
+    first.entries[videos["odd"]].file.unlink()
+    again = cache.index(paths)
+    assert again.entries[videos["wide"]].num_frames == 6
+    assert again.entries[videos["odd"]].file.is_file()
+
+
+def test_a_listing_that_does_not_parse_is_rebuilt(tmp_path, videos) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    first = cache.index(videos.values())
+    (listing,) = (tmp_path / "cache" / "indexes").iterdir()
+    listing.write_text('{"format": "listing/1", "videos": ')
+    assert cache.index(videos.values()).entries == first.entries
+    assert frame_cache._read_listing(listing) != {}
+
+
 def test_a_changed_video_is_decoded_again(tmp_path, videos) -> None:
     cache = FrameCache(tmp_path / "cache", short_side=24)
     before = cache.entry(videos["wide"])

@@ -10,8 +10,10 @@ so that it is decoded (and reported) once, not once per candidate.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +49,9 @@ class CachedVideo:
 class Skipped:
     path: Path
     reason: str
+
+
+Found = CachedVideo | str  # a video's cached frames, or why it cannot be read
 
 
 @dataclass(frozen=True)
@@ -127,13 +132,18 @@ class FrameCache:
         except OSError as exc:
             why = exc.strerror or exc
             raise InputError(str(self.root), f"cannot create the frame cache: {why}") from None
-        results: list[CachedVideo | str] = []
+        listing = self.root / "indexes" / f"{_listing_key(paths, self.short_side)}.json"
+        known = _read_listing(listing)
+        results: list[Found] = []
+        stats: list[list[int]] = []
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            for result in pool.map(self._entry_or_reason, paths):
+            for result, stat in pool.map(lambda path: self._known_or_entry(path, known), paths):
                 results.append(result)
+                stats.append(stat)
                 if on_video is not None:
                     on_video(len(results), len(paths))
         pairs = list(zip(paths, results, strict=True))
+        _write_listing(listing, self.root, zip(paths, results, stats, strict=True), known)
         entries = {p: r for p, r in pairs if isinstance(r, CachedVideo)}
         skipped = tuple(Skipped(p, r) for p, r in pairs if isinstance(r, str))
         if strict and skipped:
@@ -142,11 +152,73 @@ class FrameCache:
             (on_skip or _warn)(s)
         return FrameIndex(entries, skipped)
 
-    def _entry_or_reason(self, path: Path) -> CachedVideo | str:
+    def _known_or_entry(self, path: Path, known: dict[str, dict]) -> tuple[Found, list[int]]:
+        """What the dataset's listing says of ``path`` if the video's size and modification time
+        are still those it saw (and its frames are still there), else ``_entry_or_reason``: a
+        stat or two per video instead of resolving, hashing and opening each. With the video's
+        size and modification time (empty if it cannot be read)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return self._entry_or_reason(path), []
+        seen, record = [stat.st_size, stat.st_mtime_ns], known.get(str(path))
+        if record is None or record["stat"] != seen:
+            return self._entry_or_reason(path), seen
+        if "reason" in record:
+            return record["reason"], seen
+        file = self.root / record["file"]
+        if not file.is_file():
+            return self._entry_or_reason(path), seen
+        return CachedVideo(path, file, *record["shape"]), seen
+
+    def _entry_or_reason(self, path: Path) -> Found:
         try:
             return self.entry(path)
         except InputError as exc:
             return "; ".join(str(p) for p in exc.problems)
+
+
+# A dataset's listing: what ``FrameCache.index`` found of each of its videos, written once, so that
+# the next process to open the dataset (each worker of a search, each resume) stats the videos
+# instead of resolving, hashing and opening every one.
+LISTING_FORMAT = "listing/1"
+
+
+def _listing_key(paths: list[Path], short_side: int) -> str:
+    text = "\n".join([f"{FORMAT}|{LISTING_FORMAT}|{short_side}", *sorted(map(str, paths))])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _read_listing(path: Path) -> dict[str, dict]:
+    """The listing's records by video path; empty when there is none or it does not parse (a
+    cache is never fatal: it is rebuilt)."""
+    try:
+        data = json.loads(path.read_text())
+        return data["videos"] if data.get("format") == LISTING_FORMAT else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _write_listing(
+    path: Path,
+    root: Path,
+    found: Iterable[tuple[Path, Found, list[int]]],
+    known: dict[str, dict],
+) -> None:
+    videos: dict[str, dict] = {}
+    for video, result, stat in found:
+        if not stat:
+            continue  # missing: looked at again next time
+        record: dict = {"stat": stat}
+        if isinstance(result, str):
+            record["reason"] = result
+        else:
+            record["file"] = str(result.file.relative_to(root))
+            record["shape"] = [result.num_frames, result.height, result.width]
+        videos[str(video)] = record
+    if videos != known:
+        with contextlib.suppress(OSError):  # a read-only shared cache: listed again next time
+            atomic_write_text(path, json.dumps({"format": LISTING_FORMAT, "videos": videos}))
 
 
 def _readable(file: Path) -> bool:
