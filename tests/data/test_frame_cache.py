@@ -190,3 +190,53 @@ def test_an_unwritable_cache_folder_is_an_input_error(tmp_path, videos) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="cannot create the frame cache"):
         FrameCache(tmp_path / "file" / "cache").index([videos["wide"]])
+
+
+def test_a_failure_of_the_machine_s_is_not_the_video_s(monkeypatch, videos) -> None:
+    import errno
+
+    from tvnsearch.data import video as video_module
+
+    passing = (MemoryError(), OSError(errno.ENOSPC, "No space left on device"))
+    for raised, expected in [
+        *((e, video_module.NotReadNow) for e in passing),
+        (EOFError(), InputError),
+    ]:
+
+        def failing(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(video_module, "_decode", failing)
+        with pytest.raises(expected):  # the machine's: retried; the video's: noted
+            decode_video(videos["wide"])
+
+
+def test_a_passing_failure_is_retried_then_skipped_this_time_only(
+    tmp_path, videos, monkeypatch
+) -> None:
+    from tvnsearch.data.video import NotReadNow
+
+    monkeypatch.setattr(frame_cache, "RETRY_SECONDS", 0.0)
+    real, calls = frame_cache.decode_video, []
+
+    def flaky(path, **kwargs):
+        calls.append(path)
+        if len(calls) < 3:
+            raise NotReadNow(f"{path}: out of memory while decoding")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(frame_cache, "decode_video", flaky)
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    assert cache.index([videos["wide"]]).entries[videos["wide"]].num_frames == 8
+    assert len(calls) == 3  # two failures, then read
+
+    def down(path, **kwargs):
+        raise NotReadNow(f"{path}: Input/output error")
+
+    monkeypatch.setattr(frame_cache, "decode_video", down)
+    index = cache.index([videos["odd"]])
+    (skipped,) = index.skipped
+    assert "not read this time" in skipped.reason and "not noted as bad" in skipped.reason
+    assert not list((tmp_path / "cache").rglob("*.fail"))  # nothing says the video is bad
+    monkeypatch.setattr(frame_cache, "decode_video", real)
+    assert videos["odd"] in cache.index([videos["odd"]]).entries  # read when the machine is well

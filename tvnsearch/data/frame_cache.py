@@ -5,7 +5,12 @@ resolution, so an edited video is decoded again and one folder serves every cand
 worker and every run on a machine. Entries are written to a temporary file and renamed into place,
 so processes that share the folder never read half a file; two that decode the same video at once
 both write the same bytes. A video that cannot be decoded leaves a ``.fail`` note with the reason,
-so that it is decoded (and reported) once, not once per candidate.
+so that it is decoded (and reported) once, not once per candidate, and skipped alike on every node
+that shares the cache. A failure of the machine's (memory, I/O, a full disk: ``NotReadNow``) is
+tried again, and if it lasts, the video is skipped this time only: never noted as bad.
+
+A dataset's listing (``indexes/<key>.json``) keeps what was found of each of its videos with the
+size and modification time it was found at; opening the dataset again costs a stat per video.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tvnsearch.data.video import decode_video
+from tvnsearch.data.video import NotReadNow, decode_video
 from tvnsearch.errors import InputError, Problem, describe_error
 from tvnsearch.files import atomic_write_text, atomic_writer, user_cache_dir
 
@@ -51,7 +57,19 @@ class Skipped:
     reason: str
 
 
-Found = CachedVideo | str  # a video's cached frames, or why it cannot be read
+RETRIES = 3  # attempts at a video that failed for a reason of the machine's
+RETRY_SECONDS = 1.0
+
+
+class NotReadThisTime(InputError):
+    """A video skipped this time for a reason of the machine's, after ``RETRIES`` attempts."""
+
+
+class Passing(str):
+    """Why a video was skipped this time only: never noted in the cache or its listing."""
+
+
+Found = CachedVideo | str  # a video's cached frames, or why it cannot be read (maybe ``Passing``)
 
 
 @dataclass(frozen=True)
@@ -95,13 +113,28 @@ class FrameCache:
         if not file.exists() and failure.exists():
             raise InputError(str(path), failure.read_text().strip())
         if not file.exists() or not _readable(file):
-            self._decode_into(path, file, failure)
+            self._decode_with_retries(path, file, failure)
         t, h, w, _ = open_frames(file).shape
         return CachedVideo(path, file, t, h, w)
+
+    def _decode_with_retries(self, path: Path, file: Path, failure: Path) -> None:
+        """Decode into the cache; a failure of the machine's (``NotReadNow``: memory, I/O, a
+        full disk) is tried again after 1, 2 s, then reported as ``NotReadThisTime``, never
+        noted as the video's."""
+        for attempt in range(RETRIES):
+            try:
+                return self._decode_into(path, file, failure)
+            except NotReadNow as exc:
+                if attempt == RETRIES - 1:
+                    why = f"not read this time ({exc}; tried {RETRIES} times): not noted as bad"
+                    raise NotReadThisTime(str(path), why) from None
+                time.sleep(RETRY_SECONDS * 2**attempt)
 
     def _decode_into(self, path: Path, file: Path, failure: Path) -> None:
         try:
             frames = decode_video(path, short_side=self.short_side)
+        except NotReadNow:
+            raise
         except InputError as exc:
             atomic_write_text(failure, "; ".join(str(p) for p in exc.problems) + "\n")
             raise
@@ -109,7 +142,10 @@ class FrameCache:
             why = f"cannot decode: {describe_error(exc)}"
             atomic_write_text(failure, why + "\n")
             raise InputError(str(path), why) from None
-        _atomic_save(file, frames)
+        try:
+            _atomic_save(file, frames)
+        except OSError as exc:  # the cache's disk, not the video
+            raise NotReadNow(f"cannot write {file}: {exc.strerror or exc}") from None
 
     def index(
         self,
@@ -174,6 +210,8 @@ class FrameCache:
     def _entry_or_reason(self, path: Path) -> Found:
         try:
             return self.entry(path)
+        except NotReadThisTime as exc:
+            return Passing("; ".join(str(p) for p in exc.problems))
         except InputError as exc:
             return "; ".join(str(p) for p in exc.problems)
 
@@ -209,6 +247,8 @@ def _write_listing(
     for video, result, stat in found:
         if not stat:
             continue  # missing: looked at again next time
+        if isinstance(result, Passing):
+            continue  # looked at again next time
         record: dict = {"stat": stat}
         if isinstance(result, str):
             record["reason"] = result

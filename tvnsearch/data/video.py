@@ -8,6 +8,7 @@ no video stream, decodes to no frame or fails while decoding raises ``InputError
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +18,27 @@ import av
 import numpy as np
 
 from tvnsearch.errors import InputError
+
+# Failures of the machine, not of the video: memory, I/O, a full disk, too many open files.
+PASSING_ERRNOS = frozenset(
+    {
+        errno.ENOMEM,
+        errno.EIO,
+        errno.ENOSPC,
+        errno.EAGAIN,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EINTR,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+    }
+)
+
+
+class NotReadNow(Exception):
+    """A video that could not be read this time for a reason of the machine's (memory, I/O, a
+    full disk): it may well read next time, so it is retried and never recorded as unreadable."""
+
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv")
 
@@ -31,7 +53,11 @@ def decode_video(
     """
     try:
         frames, times = _decode(Path(path), short_side, max_frames)
+    except MemoryError:
+        raise NotReadNow(f"{path}: out of memory while decoding") from None
     except (av.FFmpegError, OSError, EOFError) as exc:
+        if getattr(exc, "errno", None) in PASSING_ERRNOS:
+            raise NotReadNow(f"{path}: {_reason(exc)}") from None
         raise InputError(str(path), f"cannot decode: {_reason(exc)}") from None
     if not frames:
         raise InputError(str(path), "no frame could be decoded")
