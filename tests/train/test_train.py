@@ -24,6 +24,7 @@ from tvnsearch.errors import InputError
 from tvnsearch.genome.genes import Block, Genome
 from tvnsearch.models.builder import build_model
 from tvnsearch.search.recipe import load_recipe
+from tvnsearch.train import training
 from tvnsearch.train.metrics import top_k_hits
 from tvnsearch.train.training import (
     TrainConfig,
@@ -100,6 +101,17 @@ def test_a_diverging_loss_fails_with_its_reason(data) -> None:
     assert result.status == "failed" and result.fitness is None and result.fitness_noise is None
     assert result.reason.startswith("loss became nan at iteration ")
     assert result.final_loss is None and json.dumps(result.to_dict())
+
+
+def test_looking_at_the_loss_less_often_changes_nothing_but_when(data, monkeypatch) -> None:
+    """A GPU is looked at every few steps (each look waits for it): the scores are those of a
+    look at every step, and a divergence names the same first iteration."""
+    every_step = train_genome(genome(), data, FAST)
+    exploding = dataclasses.replace(FAST, iterations=12, learning_rate=1e30)
+    diverged = train_genome(genome(), data, exploding)
+    monkeypatch.setattr(training, "CHECK_EVERY", {"cpu": 4})
+    assert scores(train_genome(genome(), data, FAST)) == scores(every_step)
+    assert train_genome(genome(), data, exploding).reason == diverged.reason
 
 
 class BrokenFrames:

@@ -220,16 +220,18 @@ def _train_and_score(
     rungs = rungs_of(config.iterations, config.rungs, config.reduction_factor).iterations
     scored: list[tuple[int, float]] = []
     started, eval_seconds = time.perf_counter(), 0.0
+    every = CHECK_EVERY.get(device.type, 50)
     for rung, end in enumerate(rungs):
         model.train()
+        losses: list[Tensor] = []  # on the device since the last check
         for step in range(progress.iterations, end):
             clips, targets = next(batches)
             x = clip.normalization.apply(clips.to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(model(x), targets.to(device, non_blocking=True))
-            progress.loss = loss.item()
-            if not math.isfinite(progress.loss):
-                raise _Diverged(f"loss became {progress.loss} at iteration {step + 1}")
+            losses.append(loss.detach())
+            if len(losses) >= every or step + 1 == end:
+                _check_losses(losses, step + 1, progress)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -251,6 +253,24 @@ def _train_and_score(
     progress.train_seconds = time.perf_counter() - started - eval_seconds
     result = _result(genome, data, progress, Status.TRAINED, None, scores, eval_seconds)
     return dataclasses.replace(result, rungs=tuple(scored), inherited=inherited), model
+
+
+# Steps between looks at the loss: each look waits for the device (a GPU runs ahead of the
+# Python that feeds it); on the CPU a look costs nothing, and a diverged step is never taken.
+CHECK_EVERY = {"cpu": 1}
+
+
+def _check_losses(losses: list[Tensor], last_step: int, progress: _Progress) -> None:
+    """``_Diverged`` at the first loss of ``losses`` (those up to step ``last_step``) that is not
+    finite; the last one becomes ``progress.loss``. Empties ``losses``."""
+    values = torch.stack(losses).float().cpu()
+    losses.clear()
+    progress.loss = float(values[-1])
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        first = int(bad[0])
+        step = last_step - len(values) + first + 1
+        raise _Diverged(f"loss became {float(values[first])} at iteration {step}")
 
 
 def learning_rate_factor(step: int, *, total: int, warmup: int) -> float:
