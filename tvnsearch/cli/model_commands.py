@@ -66,14 +66,12 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    from tvnsearch.train.evaluation import SPLITS
-
     evaluate = sub.add_parser(
         "evaluate", help="score an exported network on the test split (or val, train)"
     )
     evaluate.add_argument("export", help="an export folder (tvnsearch export, train --out)")
     evaluate.add_argument("--data", help="class folders or a .csv / .jsonl list (the run's)")
-    evaluate.add_argument("--split", choices=SPLITS, default="test", help="(test)")
+    evaluate.add_argument("--split", default="test", help="test (default), val or train")
     clips = setting(TrainConfig, "val_clips")
     evaluate.add_argument("--clips", type=clips, default=10, help="clips per video, averaged (10)")
     batch_size = setting(TrainConfig, "batch_size")
@@ -87,9 +85,11 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tvnsearch.data.frame_cache import FrameCache, cache_dir
     from tvnsearch.measure.device import check_device
-    from tvnsearch.train.evaluation import evaluate_weights
+    from tvnsearch.train.evaluation import SPLITS, evaluate_weights
 
     check_device(args.device, source="command line", field="--device")
+    if args.split not in SPLITS:
+        raise InputError("--split", f"must be one of {list(SPLITS)}, but got {args.split!r}")
     folder = Path(args.export)
     if not folder.is_dir():
         raise InputError(str(folder), "not an export folder (tvnsearch export, train --out)")
