@@ -5,10 +5,13 @@ Sections (each prints a table and adds its figures to the JSON):
   time a fresh process takes to open it (``prepare_data``: list, split, index every video), with
   the dataset's listing (a stat per video) and without it (resolve, hash and open every cached
   entry, as every worker did before), side by side in one run;
+- ``step``: one thread, batch 16: a training step's forward + backward of 5 tiny-space genomes,
+  in GFLOP/s (the counted FLOPs of a clip x 16 x 3 for forward and backward) against a 1024^2
+  matmul's GFLOP/s on the same core, measured side by side (issue 15's goal: >= 40 %);
 - ``splits``: a UCF-101-named dataset (``v_<Class>_g<NN>_c<NN>``, several clips per group): groups
   on both sides of the seeded split, for several seeds (must be 0).
 
-    .venv/bin/python bench/data_scale_bench.py [--sections open splits] [--videos 3000]
+    .venv/bin/python bench/data_scale_bench.py [--sections open step splits] [--videos 3000]
 """
 
 from __future__ import annotations
@@ -77,6 +80,63 @@ def open_dataset(num_videos: int) -> dict[str, Any]:
     return {"num_videos": num_videos, "runs": rows, "per_video": per_video}
 
 
+def step(num_genomes: int = 5, batch: int = 16) -> dict[str, Any]:
+    import random
+    import statistics
+
+    import torch
+    from torch import nn
+
+    from tvnsearch.data.clips import ClipSpec
+    from tvnsearch.genome.cost import count_cost
+    from tvnsearch.genome.space import load_space
+    from tvnsearch.models.builder import build_model
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    times = []
+    for _ in range(12):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    peak = 2 * 1024**3 / statistics.median(times[2:]) / 1e9
+    print(f"matmul 1024^2, one thread: {peak:.1f} GFLOP/s")
+    space = load_space(ROOT / "search_spaces" / "tiny.toml")
+    rows = []
+    for seed in range(num_genomes):
+        genome = space.sample(random.Random(seed))
+        clip = ClipSpec.of(genome)
+        model = build_model(genome, 24).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.randn(batch, 3, clip.num_frames, clip.resolution, clip.resolution)
+        y = torch.randint(0, 24, (batch,))
+        steps = []
+        for _ in range(7):
+            started = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps.append(time.perf_counter() - started)
+        seconds = statistics.median(steps[2:])
+        flops = count_cost(genome, 24).flops * batch * 3
+        rate = flops / seconds / 1e9
+        rows.append(
+            {
+                "genome": genome.id,
+                "mflops_per_clip": count_cost(genome, 24).flops / 1e6,
+                "step_s": seconds,
+                "gflops": rate,
+                "of_peak": rate / peak,
+            }
+        )
+        print(
+            f"{genome.id}  {rows[-1]['mflops_per_clip']:>8.1f} MFLOP/clip  {seconds * 1e3:>8.1f} ms"
+            f"/step  {rate:>6.2f} GFLOP/s  {100 * rate / peak:>5.1f} % of matmul"
+        )
+    return {"matmul_gflops": peak, "batch": batch, "genomes": rows}
+
+
 def splits() -> dict[str, Any]:
     import numpy as np
 
@@ -110,14 +170,17 @@ def splits() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--sections", nargs="+", choices=["open", "splits"], default=["open", "splits"]
+        "--sections",
+        nargs="+",
+        choices=["open", "step", "splits"],
+        default=["open", "step", "splits"],
     )
     parser.add_argument("--videos", type=int, default=3000, help="for open (a multiple of 9)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
-    sections = {"open": lambda: open_dataset(args.videos), "splits": splits}
+    sections = {"open": lambda: open_dataset(args.videos), "step": step, "splits": splits}
     for name in args.sections:
         print(f"\n## {name}")
         results[name] = sections[name]()
