@@ -1,8 +1,9 @@
 """Data at scale: opening a large dataset, and honest splits.
 
 Sections (each prints a table and adds its figures to the JSON):
-- ``open``: a dataset of many small synthetic videos, decoded into the frame cache once; then the
-  time a fresh process takes to open it (``prepare_data``: list, split, index every video), with
+- ``open``: a dataset of many small synthetic videos, decoded into the frame cache on 1 and on 2
+  threads (the driver decodes on every core before Ray starts); then the time a fresh process
+  takes to open it (``prepare_data``: list, split, index every video), with
   the dataset's listing (a stat per video) and without it (resolve, hash and open every cached
   entry, as every worker did before), side by side in one run;
 - ``step``: one thread, batch 16: a training step's forward + backward of 5 tiny-space genomes,
@@ -36,7 +37,8 @@ started = time.perf_counter()
 from tvnsearch.data.frame_cache import FrameCache
 from tvnsearch.train.training import prepare_data
 imported = time.perf_counter()
-data = prepare_data(sys.argv[1], FrameCache(Path(sys.argv[2]), 32), num_workers=1)
+cache = FrameCache(Path(sys.argv[2]), 32)
+data = prepare_data(sys.argv[1], cache, num_workers=int(sys.argv[3]))
 done = time.perf_counter()
 print(len(data.dataset.videos), imported - started, done - imported)
 """
@@ -53,11 +55,15 @@ def open_dataset(num_videos: int) -> dict[str, Any]:
         write_synth(data, SynthConfig(task="disc", num_videos=num_videos, size=32, num_frames=8))
         print(f"wrote {num_videos} videos in {time.perf_counter() - started:.0f} s")
     rows = []
-    for case in ("first (decodes)", "listing", "no listing", "listing"):
+    cases = [("build, 1 thread", 1), ("build, 2 threads", 2)]
+    cases += [("listing", 1), ("no listing", 1), ("listing", 1)]
+    for case, threads in cases:
+        if case.startswith("build"):
+            shutil.rmtree(cache, ignore_errors=True)
         if case == "no listing":
             shutil.rmtree(cache / "indexes", ignore_errors=True)
         done = subprocess.run(
-            [sys.executable, "-c", OPEN_IN_A_FRESH_PROCESS, str(data), str(cache)],
+            [sys.executable, "-c", OPEN_IN_A_FRESH_PROCESS, str(data), str(cache), str(threads)],
             capture_output=True,
             text=True,
             check=True,

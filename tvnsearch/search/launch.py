@@ -20,7 +20,7 @@ from typing import TextIO
 
 from tvnsearch.errors import InputError
 from tvnsearch.genome.space import load_space
-from tvnsearch.measure.affinity import split_cores
+from tvnsearch.measure.affinity import split_cores, usable_cores
 from tvnsearch.measure.gate import Gate
 from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import Profile, Settings
@@ -153,7 +153,9 @@ def _search(
     source: str,
     damaged: list[Damaged],
 ) -> Tally:
-    num_classes = prepared_data(task_of(config), show_progress=True).dataset.num_classes
+    # Before Ray starts, the driver has every core to decode on (PyAV releases the GIL).
+    data = prepared_data(task_of(config), show_progress=True, threads=len(usable_cores()))
+    num_classes = data.dataset.num_classes
     devices = profiled_devices(config, strategy)
     r = config.resources
     if r.address is None:

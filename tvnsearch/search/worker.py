@@ -198,13 +198,14 @@ def _weights(genome: Genome, clip: ClipSpec, model: Module, data: TrainData) -> 
     return weights_bytes(model, ModelInfo(genome, clip, ds.classes, ds.multi_label))
 
 
-def prepared_data(task: Task, *, show_progress: bool = False) -> TrainData:
+def prepared_data(task: Task, *, show_progress: bool = False, threads: int = 1) -> TrainData:
     """The dataset of ``task``, prepared once per process (the frame cache decodes it once).
-    ``show_progress``: a bar while the videos are decoded (the driver's; workers stay silent)."""
+    ``show_progress``: a bar while the videos are decoded, on ``threads`` threads (the driver's,
+    before any worker runs; a worker, pinned to its cores, decodes on one and stays silent)."""
     t = task
     key = (t.data_path, t.cache_dir, t.cache_size, t.val_fraction, t.split_seed)
     if key not in _PREPARED:  # once per worker process and dataset
-        _PREPARED[key] = _prepare(*key, show_progress=show_progress)
+        _PREPARED[key] = _prepare(*key, show_progress=show_progress, threads=threads)
     return _PREPARED[key]
 
 
@@ -219,6 +220,7 @@ def _prepare(
     split_seed: int,
     *,
     show_progress: bool,
+    threads: int,
 ) -> TrainData:
     from tvnsearch.data.frame_cache import FrameCache
     from tvnsearch.data.frame_cache import cache_dir as default_cache_dir
@@ -232,7 +234,7 @@ def _prepare(
             cache,
             val_fraction=val_fraction,
             split_seed=split_seed,
-            num_workers=1,
+            num_workers=threads,
             on_video=report,
         )
 
