@@ -93,12 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     folder = Path(args.export)
     if not folder.is_dir():
         raise InputError(str(folder), "not an export folder (tvnsearch export, train --out)")
-    source = train_source(folder)
-    if source.data is None and not args.data:
-        raise InputError("--data", "is required: the export names no dataset")
-    data = source.data or DataSection(path=args.data)
-    given = {"path": args.data, "cache_dir": args.cache_dir}
-    data = dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
+    data = _data_settings(train_source(folder), {"path": args.data, "cache_dir": args.cache_dir})
     cache = FrameCache(cache_dir(data.cache_dir), data.cache_size)
     with progress_bar("decoding videos", unit="video") as report:
         result = evaluate_weights(
@@ -269,11 +264,8 @@ def _settings(source: TrainSource, args: argparse.Namespace) -> tuple[TrainConfi
     from tvnsearch.measure.device import check_device
 
     check_device(args.device, source="command line", field="--device")
-    if source.data is None and not args.data:
-        raise InputError("--data", "is required to train a genome JSON (not an export folder)")
-    data = source.data or DataSection(path=args.data)
     given = {"path": args.data, "cache_dir": args.cache_dir, "cache_size": args.cache_size}
-    data = dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
+    data = _data_settings(source, given)
     given = {"batch_size": args.batch_size, "seed": args.seed}
     train = dataclasses.replace(
         source.train,
@@ -283,6 +275,15 @@ def _settings(source: TrainSource, args: argparse.Namespace) -> tuple[TrainConfi
         **{k: v for k, v in given.items() if v is not None},
     )
     return train, data
+
+
+def _data_settings(source: TrainSource, given: dict[str, Any]) -> DataSection:
+    """The source's data settings (an export's: its run's), with what the command line gives
+    instead (None: not given)."""
+    if source.data is None and not given.get("path"):
+        raise InputError("--data", "is required to train a genome JSON (not an export folder)")
+    data = source.data or DataSection(path=given["path"])
+    return dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
 
 
 def _prepare(settings: DataSection, *, strict: bool) -> TrainData:

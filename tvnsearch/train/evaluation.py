@@ -21,6 +21,7 @@ from tvnsearch.data.clips import ClipDataset
 from tvnsearch.data.datasets import Video, load_dataset
 from tvnsearch.data.frame_cache import FrameCache, Skipped
 from tvnsearch.errors import InputError, Problem
+from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.train.training import score_videos
 from tvnsearch.train.weights import load_model
 
@@ -60,9 +61,9 @@ def evaluate_weights(
     videos = _in_model_classes(dataset.split(split), dataset.classes, info.classes, split)
     if not videos:
         raise InputError(dataset.source, [Problem(f"{split} split", "has no videos")])
-    index = cache.index(
-        [v.path for v in videos], source=dataset.source, num_workers=4, on_video=on_video
-    )
+    paths = [v.path for v in videos]
+    threads = len(usable_cores())  # PyAV decodes without the GIL
+    index = cache.index(paths, source=dataset.source, num_workers=threads, on_video=on_video)
     readable = [v for v in videos if v.path in index.entries]
     if not readable:
         raise InputError(dataset.source, [Problem(f"{split} split", "has no readable video")])
