@@ -29,8 +29,9 @@ import torch
 from tvnsearch.data.clips import ClipDataset, ClipSampler, ClipSpec, FrameReader
 from tvnsearch.data.datasets import Video
 from tvnsearch.data.frame_cache import FrameCache
+from tvnsearch.data.frame_files import DecodedFrames
 from tvnsearch.data.synth import SynthConfig, write_synth
-from tvnsearch.data.video import DecodedFrames, encode_video
+from tvnsearch.data.video import encode_video
 from tvnsearch.genome.genes import Block, Genome
 from tvnsearch.train.training import TrainConfig, prepare_data, train_genome
 
@@ -114,7 +115,7 @@ def cache_against_decoding(root: Path, cache: FrameCache, spec: ClipSpec, num_cl
     started = time.perf_counter()
     index = cache.index([v.path for v in videos], num_workers=os.cpu_count() or 1)
     build_seconds = time.perf_counter() - started
-    decoded = DecodedFrames({p: e.num_frames for p, e in index.entries.items()}, cache.short_side)
+    decoded = DecodedFrames({p: e.num_frames for p, e in index.entries.items()}, cache.storage)
     draws = list(itertools.islice(ClipSampler(len(videos), seed=0), num_clips))
 
     def clips(frames: FrameReader) -> ClipDataset:

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tvnsearch.data.frame_cache import FrameCache
 from tvnsearch.files import atomic_write_bytes, atomic_write_text
 from tvnsearch.genome.genes import Genome, genome_from_dict
 from tvnsearch.genome.plan import network_id
@@ -182,7 +181,8 @@ def run_seed(job: tuple[int, list[str], RunConfig, str, str, Path, int]) -> list
     ``compute`` full trainings' iterations; one summary per search."""
     seed, arms, recipe, data_path, cache, work, compute = job
     torch.set_num_threads(1)  # one core for training, as a search's worker
-    data = prepare_data(data_path, FrameCache(Path(cache), short_side=recipe.data.cache_size))
+    frames = dataclasses.replace(recipe.data, cache_dir=str(cache)).frame_cache()
+    data = prepare_data(data_path, frames)
     settings = Settings(device="cpu", threads=1)
     gate = Gate(
         recipe.constraints,
@@ -252,7 +252,8 @@ def from_scratch(
     architecture a search found is worth apart from any weights it inherited (read off the kept
     curves where a search trained it from scratch already)."""
     torch.set_num_threads(1)
-    data = prepare_data(data_path, FrameCache(Path(cache), short_side=recipe.data.cache_size))
+    frames = dataclasses.replace(recipe.data, cache_dir=str(cache)).frame_cache()
+    data = prepare_data(data_path, frames)
     train = dataclasses.replace(recipe.train, rungs=ARMS["evolution+asha"].rungs)
     folder = curves_folder(work, train, str(data.dataset.source))
     training = SharedTraining(data, train, folder, budget=2**62, multi_fidelity=False)

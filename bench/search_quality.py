@@ -103,7 +103,7 @@ REFERENCE = {
 def snr(args: argparse.Namespace) -> dict[str, Any]:
     recipe = load_recipe(RECIPE)
     data = _data(args)
-    cache = FrameCache(args.cache, short_side=recipe.data.cache_size)
+    cache = _frames(recipe, args.cache)
     num_classes = prepare_data(data, cache).dataset.num_classes  # decodes once, for every worker
     count = args.num_genomes or (12 if args.quick else 50)
     drawn = _admitted_genomes(recipe, num_classes, count, seed=0)
@@ -187,6 +187,10 @@ def _train_all(
             runs[job[0], job[2].seed] = run
             print(_run_line(job[0], job[2].seed, run), flush=True)
     return runs
+
+
+def _frames(recipe: Any, cache: Path) -> FrameCache:
+    return dataclasses.replace(recipe.data, cache_dir=str(cache)).frame_cache()
 
 
 _WORKER_DATA: list[TrainData] = []  # the dataset, prepared once per worker process
@@ -425,7 +429,7 @@ def _searches(args: argparse.Namespace) -> list[dict[str, Any]]:
     recipe, data = _compare_recipe(), WORK / "motion"
     if not data.exists() and tvnsearch_main(["data", "synth", "--out", str(data)]) != 0:
         raise SystemExit("could not write the default benchmark")
-    prepare_data(data, FrameCache(args.cache, short_side=recipe.data.cache_size))  # decode once
+    prepare_data(data, _frames(recipe, args.cache))  # decode once
     wanted = [a for a in ARMS if a in SINGLE and "compare" in args.sections] + [
         a for a in ARMS if a in MULTI and "front" in args.sections
     ]

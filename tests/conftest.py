@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
 import random
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tvnsearch import PUBLISHED, load_space
@@ -131,3 +135,22 @@ def searched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (root / "r").iterdir()
     return run_dir
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kill_processes_of(temp_dir: str) -> None:
+    """A test cluster's processes (they name its temp dir) and theirs, never another Ray's."""
+    roots = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid != os.getpid() and any(temp_dir in arg for arg in p.info["cmdline"] or ())
+    ]
+    doomed = {p for root in roots for p in (root, *root.children(recursive=True))}
+    for process in doomed:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(doomed, timeout=10)

@@ -30,6 +30,9 @@ class InputError(ValueError):
     def lines(self) -> list[str]:
         return [f"{self.source}: {problem}" for problem in self.problems]
 
+    def __reduce__(self) -> tuple[type, tuple[str, list[Problem]]]:
+        return type(self), (self.source, list(self.problems))  # it crosses processes (Ray)
+
 
 class Notice(UserWarning):
     """What a user should know of a command that went on: a damaged file left out, a cache that

@@ -106,7 +106,7 @@ TRAIN = [
     *range_cases("{g} --data {d}", "--iterations", ["0", "-1", "many", "1.5"]),
     *range_cases("{g} --data {d}", "--batch-size", ["0", "4097"]),
     *range_cases("{g} --data {d}", "--seed", ["-1", str(2**64)]),
-    *range_cases("{g} --data {d}", "--num-workers", ["-1", "257"]),
+    *range_cases("{g} --data {d}", "--num-workers", ["-2", "257"]),  # -1: as many as help
     *range_cases("{g} --data {d}", "--cache-size", ["0", "7", "4097"]),
     ("{g} --data {d} --device tpu", "--device"),
     ("{g} --data {d} --format onnx", "--format"),

@@ -81,6 +81,18 @@ def test_normalization_is_per_channel() -> None:
     assert norm.apply(x).flatten().tolist() == pytest.approx([1.0, 1.0, 0.0])
 
 
+def test_normalization_first_made_while_scoring_serves_training() -> None:
+    """Its statistics are made once per device and kept: made under inference mode (scoring),
+    they must still be usable where autograd saves them."""
+    norm = Normalization(mean=(0.3, 0.2, 0.1), std=(0.4, 0.5, 0.6))  # a fresh one: not cached
+    x = torch.full((2, 3, 1, 2, 2), 128, dtype=torch.uint8)
+    with torch.inference_mode():
+        scored = norm.apply(x)
+    trained = norm.apply(x.float().requires_grad_())  # the division saves std for backward
+    trained.sum().backward()
+    assert torch.equal(trained.detach(), scored.clone())
+
+
 def dataset(train: bool, multi_label: bool = False) -> ClipDataset:
     lengths = {Path(f"{v}.mp4"): 12 for v in range(4)}
     videos = [Video(p, (i % 3,) if not multi_label else (0, 2)) for i, p in enumerate(lengths)]

@@ -10,6 +10,7 @@ import pytest
 
 import tvnsearch.data.frame_cache as frame_cache
 from tvnsearch.data.frame_cache import FrameCache, cache_dir
+from tvnsearch.data.frame_files import CODECS, DecodedFrames
 from tvnsearch.data.video import decode_video, encode_video
 from tvnsearch.errors import InputError
 
@@ -70,13 +71,22 @@ def test_index_tells_how_many_videos_are_done(tmp_path, videos) -> None:
     assert told == [(i, 6) for i in range(1, 7)]  # the unreadable ones count as done too
 
 
-def test_cached_frames_equal_a_fresh_decode(tmp_path, videos) -> None:
-    index = FrameCache(tmp_path / "cache", short_side=24).index([videos["wide"]])
-    expected = decode_video(videos["wide"], short_side=24)
-    got = index.read(videos["wide"], [0, 3, 3, 7])
-    assert got.dtype == np.uint8 and np.array_equal(got, expected[[0, 3, 3, 7]])
-    file = index.entries[videos["wide"]].file
-    assert file.suffix == ".npy" and isinstance(np.load(file, mmap_mode="r"), np.memmap)
+@pytest.mark.parametrize("codec", CODECS)
+def test_cached_frames_equal_a_fresh_decode_stored_alike(tmp_path, videos, codec) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24, codec=codec)
+    index = cache.index([videos["wide"], videos["odd"]])
+    for name in ("wide", "odd"):  # odd: 37x53 shrunk to 24x34, 5 frames, ffv1
+        path = videos[name]
+        fresh = DecodedFrames({path: index.num_frames(path)}, cache.storage)
+        wanted = [0, 3, 3, 1, 4]
+        got = index.read(path, wanted)
+        assert got.dtype == np.uint8 and np.array_equal(got, fresh.read(path, wanted))
+    raw = decode_video(videos["wide"], short_side=24)
+    if codec == "raw":  # the exact decoded pixels
+        assert np.array_equal(index.read(videos["wide"], range(8)), raw)
+    else:  # the codec's round trip: close to them
+        error = np.abs(index.read(videos["wide"], range(8)).astype(int) - raw).mean()
+        assert error < 3.0, error
 
 
 def test_a_second_index_decodes_nothing(tmp_path, videos, monkeypatch) -> None:
@@ -106,10 +116,10 @@ def test_a_dataset_opened_again_is_read_from_its_listing_with_a_stat_per_video(
         raise AssertionError("a listed video was keyed, hashed or opened again")
 
     monkeypatch.setattr(FrameCache, "_entry_or_reason", not_again)
-    frame_cache.open_frames.cache_clear()
+    frame_cache.frame_file.cache_clear()
     again = cache.index(present)
     assert again.entries == first.entries and again.skipped == first.skipped
-    assert frame_cache.open_frames.cache_info().misses == 0  # no entry was opened
+    assert frame_cache.frame_file.cache_info().misses == 0  # no entry was opened
     assert listing.stat().st_mtime_ns == written  # nothing new: not rewritten
 
 
@@ -166,7 +176,7 @@ def test_concurrent_writers_leave_one_complete_entry_and_no_temporary_files(
         entries = list(pool.map(cache.entry, [videos["wide"]] * 8))
     assert len({e.file for e in entries}) == 1
     files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    assert [p.suffix for p in files] == [".npy"]
+    assert [p.suffix for p in files] == [frame_cache.SUFFIX]
 
 
 def test_cache_dir_default_and_choice(monkeypatch, tmp_path) -> None:
@@ -175,15 +185,14 @@ def test_cache_dir_default_and_choice(monkeypatch, tmp_path) -> None:
     assert cache_dir("elsewhere") == Path("elsewhere")
 
 
-def test_a_damaged_entry_is_decoded_again(tmp_path, videos) -> None:
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_entry_is_decoded_again(tmp_path, videos, damage) -> None:
     cache = FrameCache(tmp_path / "cache", short_side=24)
     entry = cache.entry(videos["wide"])
-    frame_cache.open_frames.cache_clear()
-    entry.file.write_bytes(b"\x93NUMPY garbage")
+    whole = entry.file.read_bytes()
+    entry.file.write_bytes(b"garbage" if damage == "garbage" else whole[: len(whole) // 2])
     again = cache.entry(videos["wide"])
-    assert again == entry and np.array_equal(
-        np.load(again.file), decode_video(videos["wide"], short_side=24)
-    )
+    assert again == entry and again.file.read_bytes() == whole
 
 
 def test_an_unwritable_cache_folder_is_an_input_error(tmp_path, videos) -> None:
@@ -240,3 +249,52 @@ def test_a_passing_failure_is_retried_then_skipped_this_time_only(
     assert not list((tmp_path / "cache").rglob("*.fail"))  # nothing says the video is bad
     monkeypatch.setattr(frame_cache, "decode_video", real)
     assert videos["odd"] in cache.index([videos["odd"]]).entries  # read when the machine is well
+
+
+@pytest.fixture
+def many(tmp_path) -> list[Path]:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = [folder / f"v{i}.mp4" for i in range(8)]
+    for i, path in enumerate(paths):
+        encode_video(path, frames(6, 32, 48, shift=10 * i))
+    return paths
+
+
+def test_a_dataset_above_the_budget_is_refused_early_by_its_projected_size(
+    tmp_path, many, monkeypatch
+) -> None:
+    monkeypatch.setattr(frame_cache, "BUDGET_SAMPLE", 2)
+    one = len(FrameCache(tmp_path / "sizes", short_side=24).entry(many[0]).file.read_bytes())
+    cache = FrameCache(tmp_path / "cache", short_side=24, budget=3 * one)
+    with pytest.raises(InputError, match=r"would take about .* above the cache's budget") as info:
+        cache.index(many, source="list.csv")
+    assert info.value.lines()[0].startswith("list.csv: ") and "measured on 2 of 8" in str(
+        info.value
+    )
+    assert len(list((tmp_path / "cache").glob(f"??/*{frame_cache.SUFFIX}"))) < len(many)
+
+
+def test_other_datasets_least_recently_used_make_room_within_the_budget(tmp_path, many) -> None:
+    roomy = FrameCache(tmp_path / "cache", short_side=24)
+    old, older, new = many[:2], many[2:4], many[4:]
+    for group, when in ((older, 1_000), (old, 2_000)):
+        for entry in roomy.index(group).entries.values():
+            os.utime(entry.file, (when, when))  # last read long ago
+    sizes = [e.file.stat().st_size for e in roomy.index(new).entries.values()]
+    tight = FrameCache(tmp_path / "cache", short_side=24, budget=sum(sizes) + 2 * max(sizes) + 1)
+    index = tight.index(new)
+    left = {p.name for p in (tmp_path / "cache").glob(f"??/*{frame_cache.SUFFIX}")}
+    assert {e.file.name for e in index.entries.values()} <= left  # this dataset's stay
+    kept = {e.file.name for e in roomy.index(old).entries.values()}  # decoded again if gone
+    assert len(left) == len(new) + 2 and kept <= left  # the older dataset went first
+
+
+def test_missing_names_what_indexing_would_decode_at_a_stat_per_video(tmp_path, many) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    assert cache.missing(many) == many  # no listing yet
+    cache.index(many)
+    assert cache.missing(many) == []
+    encode_video(many[3], frames(4, 32, 48, shift=99))  # changed since
+    next(cache.index(many[5:6]).entries.values().__iter__()).file.unlink()  # frames gone
+    assert cache.missing(many) == [many[3], many[5]]

@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
+from tvnsearch.data.frame_files import DecodedFrames, Storage
 from tvnsearch.data.video import (
-    DecodedFrames,
     constant_rate_order,
     decode_video,
     encode_video,
@@ -140,7 +140,7 @@ def test_a_file_without_video_stream(tmp_path) -> None:
 def test_decoded_frames_reads_the_same_frames_as_a_full_decode(tmp_path) -> None:
     path = tmp_path / "v.mp4"
     encode_video(path, ramp(12, 32, 48))
-    reader = DecodedFrames({path: 12}, short_side=16)
+    reader = DecodedFrames({path: 12}, Storage(short_side=16, codec="raw"))
     full = decode_video(path, short_side=16)
     assert reader.num_frames(path) == 12
     assert np.array_equal(reader.read(path, [1, 3, 5]), full[[1, 3, 5]])

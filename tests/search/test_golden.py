@@ -24,6 +24,7 @@ from tvnsearch.search.evolution import Evolution
 from tvnsearch.search.inline import InlineExecutor
 from tvnsearch.search.lineage import LineageWriter, read_lineage
 from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.recipe import DataSection
 from tvnsearch.search.worker import Task, evaluate
 from tvnsearch.train.training import TrainConfig
 
@@ -46,7 +47,9 @@ def search(root: Path) -> list[dict]:
         load_space(SPACES_DIR / "tiny.toml"), seed=5, initial_size=4, tournament_size=2
     )
     train = TrainConfig(iterations=3, batch_size=4)
-    task = Task(str(root / "synth"), str(root / "frames"), 32, 0.25, 0, train, keep_weights=False)
+    # Raw frames: the pixels the cache kept when the golden lineage was written.
+    data = DataSection(str(root / "synth"), str(root / "frames"), 32, 0.25, 0, cache_codec="raw")
+    task = Task(data, train, keep_weights=False)
     tally = Tally(14)
     with LineageWriter(root / "run", flush_rows=100) as writer:
         Engine(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 import ray
-from conftest import small_search
+from conftest import free_port, kill_processes_of, small_search
 
 from tvnsearch.errors import InputError
 from tvnsearch.search.ray_session import start_ray, stop_ray
@@ -51,7 +50,7 @@ def no_ray_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     temp_dir = tempfile.mkdtemp(prefix="tvnc-", dir="/tmp")  # short: Ray's sockets live there
-    port, token = _free_port(), secrets.token_hex(32)
+    port, token = free_port(), secrets.token_hex(32)
     env = os.environ | {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
@@ -66,27 +65,8 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
         yield Cluster(f"127.0.0.1:{port}", token)
     finally:
-        _kill_processes_of(temp_dir)
+        kill_processes_of(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _kill_processes_of(temp_dir: str) -> None:
-    """The cluster's processes (they name its temp dir) and theirs, never another Ray's."""
-    roots = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if p.pid != os.getpid() and any(temp_dir in arg for arg in p.info["cmdline"] or ())
-    ]
-    doomed = {p for root in roots for p in (root, *root.children(recursive=True))}
-    for process in doomed:
-        process.send_signal(signal.SIGKILL)
-    psutil.wait_procs(doomed, timeout=10)
 
 
 def _listening(processes: list[psutil.Process]) -> list[tuple[str, str, int]]:

@@ -22,7 +22,7 @@ from tvnsearch.search.recipe import (
     recipe_from_dict,
     recipe_toml,
 )
-from tvnsearch.search.runs import check_cache_size, create_run, new_strategy
+from tvnsearch.search.runs import check_cache_size, create_run, load_run, new_strategy
 from tvnsearch.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +94,10 @@ def test_overrides_are_typed_and_override_paths_resolve_here(tmp_path, monkeypat
         ("train.warmup_fraction=1", r"train\.warmup_fraction: must be >= 0 and < 1"),
         ('train.device="tpu"', r"train\.device: must be cpu, cuda or cuda:N, but got 'tpu'"),
         ("data.cache_size=0", r"data\.cache_size: must be >= 8"),
+        ('data.cache_codec="png"', r"data\.cache_codec: must be one of \['jpeg', 'h264', 'raw'\]"),
+        ("data.cache_quality=101", r"data\.cache_quality: must be >= 1 and <= 100"),
+        ("data.cache_fps=0", r"data\.cache_fps: must be > 0"),
+        ("data.cache_budget_gb=-2", r"data\.cache_budget_gb: must be > 0"),
         ("resources.cpus_per_worker=0", r"resources\.cpus_per_worker: must be > 0"),
         ("resources.cpus_per_worker=-1", r"resources\.cpus_per_worker: must be > 0"),
         ("search.num_trained=0", r"search\.num_trained: must be >= 1"),
@@ -276,3 +280,16 @@ def test_every_numeric_setting_has_limits_or_a_reason_to_take_any_value() -> Non
     limited = {key for key, cls, f in recipe_fields() if f.name in cls.LIMITS}
     assert limited <= numeric  # LIMITS name real numeric fields
     assert numeric - limited == set(UNLIMITED), "add LIMITS, or say here why any value is fine"
+
+
+def test_a_run_recorded_before_compressed_frames_goes_on_with_raw_frames(tmp_path) -> None:
+    recipe = write_recipe(tmp_path)
+    frozen = load_recipe(recipe)
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, text in ((old, RECIPE), (new, recipe_toml(frozen))):
+        folder.mkdir()
+        (folder / "recipe.toml").write_text(text.replace("spaces/", f"{tmp_path}/runners/spaces/"))
+    before, now = load_run(old).data, load_run(new).data
+    assert (before.cache_codec, before.cache_fps) == ("raw", None)  # as its frames were kept
+    assert (now.cache_codec, now.cache_fps) == ("jpeg", 30.0)
+    assert before.sized(64).frame_cache().storage != now.sized(64).frame_cache().storage

@@ -9,6 +9,7 @@ from genomes import small_genome
 
 from tvnsearch.data.clips import ClipSpec
 from tvnsearch.data.synth import SynthConfig, write_synth
+from tvnsearch.search.recipe import DataSection
 from tvnsearch.search.worker import Job, Task, evaluate, prepared_data
 from tvnsearch.train.training import TrainConfig, train_genome
 from tvnsearch.train.weights import load_model
@@ -19,7 +20,7 @@ def task(tmp_path_factory) -> Task:
     root = tmp_path_factory.mktemp("data")
     write_synth(root / "synth", SynthConfig(num_videos=18, size=32, num_frames=8))
     config = TrainConfig(iterations=2, batch_size=4)
-    return Task(str(root / "synth"), str(root / "frames"), 32, 0.2, 0, config)
+    return Task(DataSection(str(root / "synth"), str(root / "frames"), 32, 0.2, 0), config)
 
 
 def test_a_genome_is_trained_and_scored_with_where_it_ran(task: Task) -> None:
@@ -40,7 +41,7 @@ def test_the_noise_of_fitness_comes_back_as_training_measured_it(task: Task) -> 
 
 
 def test_data_that_cannot_be_read_here_is_a_failure_not_an_exception(tmp_path, task) -> None:
-    missing = Task(str(tmp_path / "none"), None, 32, 0.2, 0, task.train)
+    missing = Task(DataSection(str(tmp_path / "none"), None, 32, 0.2, 0), task.train)
     evaluation = evaluate(Job(small_genome()), missing)
     assert evaluation.status == "failed" and "no such file or folder" in evaluation.reason
     assert evaluation.fitness is None
@@ -52,15 +53,16 @@ def test_the_same_task_is_prepared_once_per_process(task: Task, monkeypatch) -> 
     evaluate(Job(small_genome()), task)
     monkeypatch.setattr("tvnsearch.train.training.prepare_data", None)  # would fail if called again
     assert module.evaluate(Job(small_genome()), task).status == "trained"
-    assert Path(task.data_path).is_dir()
+    assert Path(task.data.path).is_dir()
 
 
 def test_the_driver_may_watch_the_videos_decoded_and_workers_stay_silent(
     task: Task, tmp_path, capfd, monkeypatch
 ) -> None:
     monkeypatch.setenv("TVNSEARCH_PROGRESS", "1")  # bars even where stderr is no terminal
-    fresh = dataclasses.replace(task, cache_dir=str(tmp_path / "frames"))  # a key not prepared
-    prepared_data(dataclasses.replace(fresh, split_seed=1))
+    data = dataclasses.replace(task.data, cache_dir=str(tmp_path / "frames"))  # not prepared
+    fresh = dataclasses.replace(task, data=data)
+    prepared_data(dataclasses.replace(fresh, data=dataclasses.replace(data, split_seed=1)))
     assert capfd.readouterr().err == ""
     prepared_data(fresh, show_progress=True)
     assert "decoding videos: 100%" in capfd.readouterr().err

@@ -178,6 +178,9 @@ def test_unreadable_videos_are_skipped_or_refused(synth, tmp_path) -> None:
     assert train_genome(genome(), data, FAST).status == "trained"
     with pytest.raises(InputError, match=r"bad\.mp4: "):
         prepare_data(tmp_path / "list.csv", cache, strict=True)
+    # Left out, as a search's driver found it elsewhere: not looked at, nor reported again.
+    left = prepare_data(tmp_path / "list.csv", cache, leave_out=frozenset([tmp_path / "bad.mp4"]))
+    assert left.skipped == () and left.dataset.train == data.dataset.train
 
 
 def test_multi_fidelity_stops_below_a_rungs_cut_and_goes_on_above(data) -> None:

@@ -28,7 +28,7 @@ from tvnsearch.genome.tvn_format import load_genome
 from tvnsearch.search.progress import progress_bar
 from tvnsearch.search.recipe import DataSection, table_from_dict
 from tvnsearch.status import Status
-from tvnsearch.train.config import TrainConfig
+from tvnsearch.train.config import AUTO_WORKERS, TrainConfig
 
 if TYPE_CHECKING:
     from tvnsearch.export.folders import Exported
@@ -83,7 +83,6 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tvnsearch.data.frame_cache import FrameCache, cache_dir
     from tvnsearch.measure.device import check_device
     from tvnsearch.train.evaluation import SPLITS, evaluate_weights
 
@@ -94,12 +93,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise InputError(str(folder), "not an export folder (tvnsearch export, train --out)")
     data = _data_settings(train_source(folder), {"path": args.data, "cache_dir": args.cache_dir})
-    cache = FrameCache(cache_dir(data.cache_dir), data.cache_size)
     with progress_bar("decoding videos", unit="video") as report:
         result = evaluate_weights(
             folder / "weights.safetensors",
             data.path,
-            cache,
+            data.frame_cache(),
             split=args.split,
             num_clips=args.clips,
             batch_size=args.batch_size,
@@ -175,7 +173,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=seed, help="(0; export: the run's)")
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     workers = setting(TrainConfig, "num_workers")
-    train.add_argument("--num-workers", type=workers, default=0, help="DataLoader")
+    train.add_argument(
+        "--num-workers", type=workers, default=AUTO_WORKERS, help="DataLoader (-1: as many as help)"
+    )
     train.add_argument("--cache-dir", help="decoded-frame cache (default: ~/.cache/tvnsearch)")
     cache_size = setting(DataSection, "cache_size")
     train.add_argument("--cache-size", type=cache_size, help="cached frames' shorter side, px")
@@ -199,9 +199,11 @@ class TrainSource:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tvnsearch.export.folders import write_export
+    from tvnsearch.train.memory import keep_freed_memory
     from tvnsearch.train.training import train_model
     from tvnsearch.train.weights import ModelInfo, weights_bytes
 
+    keep_freed_memory()  # this process is the command's: it trains, then exits
     source = train_source(args.genome)
     formats = _out_formats(args)
     config, settings = _settings(source, args)
@@ -283,14 +285,14 @@ def _data_settings(source: TrainSource, given: dict[str, Any]) -> DataSection:
     if source.data is None and not given.get("path"):
         raise InputError("--data", "is required to train a genome JSON (not an export folder)")
     data = source.data or DataSection(path=given["path"])
-    return dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
+    data = dataclasses.replace(data, **{k: v for k, v in given.items() if v is not None})
+    return data.sized(source.genome.resolution)  # the frames its clips need
 
 
 def _prepare(settings: DataSection, *, strict: bool) -> TrainData:
-    from tvnsearch.data.frame_cache import FrameCache, cache_dir
     from tvnsearch.train.training import prepare_data
 
-    cache = FrameCache(cache_dir(settings.cache_dir), settings.cache_size)
+    cache = settings.frame_cache()
     s = settings
     with progress_bar("decoding videos", unit="video") as report:
         return prepare_data(

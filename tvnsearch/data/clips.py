@@ -9,6 +9,7 @@ of bytes is four times cheaper to move than floats.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -26,6 +27,7 @@ from tvnsearch.genome.genes import Genome
 
 MIN_TRAIN_CROP = 0.8  # mild: tiny inputs (32 px) have little to spare
 Draw = tuple[int, int, int]  # (seed, epoch, position): one training clip's own random stream
+Box = tuple[int, int, int]  # (top, left, side) of a square crop
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,17 @@ class Normalization:
 
     def apply(self, clips: Tensor) -> Tensor:
         """uint8 ``(B, 3, T, H, W)`` -> float32 of the same shape, on the same device."""
-        mean = torch.tensor(self.mean, device=clips.device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(self.std, device=clips.device).view(1, 3, 1, 1, 1)
+        mean, std = _statistics(self, clips.device)
         return (clips.float() / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _statistics(normalization: Normalization, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Made once per device: a tensor made from Python numbers on a GPU is a copy that waits for
+    everything queued before it, which at every step would stall the loop feeding the GPU."""
+    with torch.inference_mode(False):  # kept for later calls, scoring's or training's
+        mean = torch.tensor(normalization.mean, device=device).view(1, 3, 1, 1, 1)
+        return mean, torch.tensor(normalization.std, device=device).view(1, 3, 1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ def random_offset(video_frames: int, spec: ClipSpec, rng: np.random.Generator) -
     return int(rng.integers(0, max(video_frames - spec.span, 0) + 1))
 
 
-def crop_box(height: int, width: int, rng: np.random.Generator | None) -> tuple[int, int, int]:
+def crop_box(height: int, width: int, rng: np.random.Generator | None) -> Box:
     """(top, left, side) of a square: centred and full when ``rng`` is None, else random."""
     short = min(height, width)
     if rng is None:
@@ -96,9 +106,7 @@ def crop_box(height: int, width: int, rng: np.random.Generator | None) -> tuple[
     return int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)), side
 
 
-def make_clip(
-    frames: np.ndarray, resolution: int, box: tuple[int, int, int], *, flip: bool
-) -> Tensor:
+def make_clip(frames: np.ndarray, resolution: int, box: Box, *, flip: bool) -> Tensor:
     """uint8 ``(T, H, W, 3)`` -> the box resized to ``resolution`` as uint8 ``(3, T, R, R)``."""
     top, left, side = box
     x = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + side, left : left + side]))
@@ -153,6 +161,12 @@ class ClipDataset(Dataset):
         return len(self.videos) if self.train else len(self.views)
 
     def __getitem__(self, item: int | tuple[int, Draw]) -> tuple[Tensor, Tensor]:
+        frames, box, flip, index = self.draw(item)
+        return make_clip(frames, self.spec.resolution, box, flip=flip), self.target(index)
+
+    def draw(self, item: int | tuple[int, Draw]) -> tuple[np.ndarray, Box, bool, int]:
+        """The frames of ``item`` with its crop box and flip, and its video's index: the clip
+        before it is cut out, whoever cuts it (``make_clip`` here, ``resize_on_device``)."""
         index = item[0] if isinstance(item, tuple) else self.views[item][0]
         video = self.videos[index]
         length = self.frames.num_frames(video.path)
@@ -163,8 +177,7 @@ class ClipDataset(Dataset):
             rng, offset = None, self.views[item][1]
         frames = self.frames.read(video.path, frame_indices(length, self.spec, offset))
         flip = bool(rng is not None and self.flip and rng.random() < 0.5)
-        box = crop_box(frames.shape[1], frames.shape[2], rng)
-        return make_clip(frames, self.spec.resolution, box, flip=flip), self.target(index)
+        return frames, crop_box(frames.shape[1], frames.shape[2], rng), flip, index
 
     def target(self, index: int) -> Tensor:
         """Video ``index``'s class, or its 0/1 vector of classes when multi-label."""

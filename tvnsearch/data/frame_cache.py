@@ -1,13 +1,18 @@
-"""Decode every video once: a folder of uint8 ``(T, H, W, 3)`` ``.npy`` files, memory-mapped.
+"""Decode every video once: a folder of compressed frame files (``tvnsearch.data.frame_files``).
 
-An entry's name is a hash of the video's absolute path, size, modification time and the cache
-resolution, so an edited video is decoded again and one folder serves every candidate, every
-worker and every run on a machine. Entries are written to a temporary file and renamed into place,
-so processes that share the folder never read half a file; two that decode the same video at once
-both write the same bytes. A video that cannot be decoded leaves a ``.fail`` note with the reason,
-so that it is decoded (and reported) once, not once per candidate, and skipped alike on every node
-that shares the cache. A failure of the machine's (memory, I/O, a full disk: ``NotReadNow``) is
-tried again, and if it lasts, the video is skipped this time only: never noted as bad.
+Each video is kept as its clips need it (``Storage``: the shorter side, a bounded frame rate, a
+codec: JPEG by default), one file per video, any frame read without the rest. An entry's name is
+a hash of the video's absolute path, size, modification time and its storage, so an edited video
+is decoded again and one folder serves every candidate, every worker and every run on a machine.
+A cache may have a size budget: a dataset that would not fit is refused early (its projected size
+named), and other datasets' entries, least recently used first, make room.
+
+Entries are written to a temporary file and renamed into place, so processes that share the folder
+never read half a file; two that decode the same video at once both write the same bytes. A video
+that cannot be decoded leaves a ``.fail`` note with the reason, so that it is decoded (and reported)
+once, not once per candidate, and skipped alike on every node that shares the cache. A failure of
+the machine's (memory, I/O, a full disk: ``NotReadNow``) is tried again, and if it lasts, the video
+is skipped this time only: never noted as bad.
 
 A dataset's listing (``indexes/<key>.json``) keeps what was found of each of its videos with the
 size and modification time it was found at; opening the dataset again costs a stat per video.
@@ -20,6 +25,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
+from tvnsearch.data.frame_files import FrameFile, Storage, encode_frames
 from tvnsearch.data.video import NotReadNow, decode_video
 from tvnsearch.errors import InputError, Problem, describe_error
 from tvnsearch.files import atomic_write_text, atomic_writer, user_cache_dir
 
 log = logging.getLogger(__name__)
-FORMAT = "frames/1"  # part of every key: bump it when the decoding changes what is stored
+FORMAT = "frames/2"  # part of every key: bump it when the decoding changes what is stored
+SUFFIX = ".frames"
 DEFAULT_SHORT_SIDE = 128  # above the tiny space's largest resolution (96); see the README
+BUDGET_SAMPLE = 32  # videos decoded before a dataset's size is projected against the budget
 
 
 def cache_dir(chosen: str | Path | None = None) -> Path:
@@ -84,22 +93,34 @@ class FrameIndex:
 
     def read(self, path: Path, indices: Sequence[int]) -> np.ndarray:
         """Frames ``indices`` of one video as uint8 ``(len(indices), H, W, 3)``."""
-        return np.asarray(open_frames(self.entries[path].file)[list(indices)])
+        file = self.entries[path].file
+        return frame_file(file).read(file, indices)
 
 
-@functools.lru_cache(maxsize=256)  # each open map holds a file descriptor
-def open_frames(file: Path) -> np.ndarray:
-    return np.load(file, mmap_mode="r")
+@functools.lru_cache(maxsize=1 << 14)  # headers only (a few kB each): no file is held open
+def frame_file(file: Path) -> FrameFile:
+    return FrameFile.open(file)
 
 
 @dataclass(frozen=True)
 class FrameCache:
+    """The cache at ``root``, keeping videos as ``storage`` says; ``budget``: the most bytes
+    the folder may hold (None: no bound)."""
+
     root: Path
     short_side: int = DEFAULT_SHORT_SIDE
+    max_fps: float | None = Storage.max_fps
+    codec: str = Storage.codec
+    quality: int = Storage.quality
+    budget: int | None = None
+
+    @property
+    def storage(self) -> Storage:
+        return Storage(self.short_side, self.max_fps, self.codec, self.quality)
 
     def key(self, path: Path) -> str:
         stat = path.stat()
-        text = f"{FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.short_side}"
+        text = f"{FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.storage.key}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def entry(self, path: Path) -> CachedVideo:
@@ -108,13 +129,13 @@ class FrameCache:
             key = self.key(path)
         except OSError as exc:
             raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
-        file = self.root / key[:2] / f"{key}.npy"
+        file = self.root / key[:2] / f"{key}{SUFFIX}"
         failure = file.with_suffix(".fail")
         if not file.exists() and failure.exists():
             raise InputError(str(path), failure.read_text().strip())
         if not file.exists() or not _readable(file):
             self._decode_with_retries(path, file, failure)
-        t, h, w, _ = open_frames(file).shape
+        t, h, w = frame_file(file).shape
         return CachedVideo(path, file, t, h, w)
 
     def _decode_with_retries(self, path: Path, file: Path, failure: Path) -> None:
@@ -131,19 +152,23 @@ class FrameCache:
                 time.sleep(RETRY_SECONDS * 2**attempt)
 
     def _decode_into(self, path: Path, file: Path, failure: Path) -> None:
+        s = self.storage
         try:
-            frames = decode_video(path, short_side=self.short_side)
+            frames = decode_video(path, short_side=s.short_side, max_fps=s.max_fps)
+            data = encode_frames(frames, s)
         except NotReadNow:
             raise
         except InputError as exc:
             atomic_write_text(failure, "; ".join(str(p) for p in exc.problems) + "\n")
             raise
+        except MemoryError:
+            raise NotReadNow(f"{path}: out of memory while encoding") from None
         except Exception as exc:  # a decoder bug must not end a search: skip this video
             why = f"cannot decode: {describe_error(exc)}"
             atomic_write_text(failure, why + "\n")
             raise InputError(str(path), why) from None
         try:
-            _atomic_save(file, frames)
+            _atomic_save(file, data)
         except OSError as exc:  # the cache's disk, not the video
             raise NotReadNow(f"cannot write {file}: {exc.strerror or exc}") from None
 
@@ -156,11 +181,14 @@ class FrameCache:
         num_workers: int = 1,
         on_skip: Callable[[Skipped], None] | None = None,
         on_video: Callable[[int, int], None] | None = None,
+        listing: bool = True,
     ) -> FrameIndex:
         """Cache every video of ``paths``; unreadable ones are skipped (reported once each).
 
         ``strict`` raises one ``InputError`` from ``source`` naming every unreadable video instead.
         ``on_video(done, total)`` is told of each video as it is done (decoded, or found cached).
+        ``listing``: keep (and use) the listing of ``paths``; a part of a dataset cached by one of
+        several tasks has none of its own.
         """
         paths = list(dict.fromkeys(paths))
         try:
@@ -168,25 +196,49 @@ class FrameCache:
         except OSError as exc:
             why = exc.strerror or exc
             raise InputError(str(self.root), f"cannot create the frame cache: {why}") from None
-        listing = self.root / "indexes" / f"{_listing_key(paths, self.short_side)}.json"
-        known = _read_listing(listing)
+        listing_file = self.root / "indexes" / f"{_listing_key(paths, self.storage)}.json"
+        known = _read_listing(listing_file) if listing else {}
         results: list[Found] = []
         stats: list[list[int]] = []
-        with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        budget = Budget(self, len(paths), source)
+        pool = ThreadPoolExecutor(max(1, num_workers))
+        try:
             for result, stat in pool.map(lambda path: self._known_or_entry(path, known), paths):
                 results.append(result)
                 stats.append(stat)
+                budget.add(result)
                 if on_video is not None:
                     on_video(len(results), len(paths))
+        finally:  # an error or an interrupt: the videos not begun are not decoded
+            pool.shutdown(cancel_futures=True)
         pairs = list(zip(paths, results, strict=True))
-        _write_listing(listing, self.root, zip(paths, results, stats, strict=True), known)
+        if listing:
+            found = zip(paths, results, stats, strict=True)
+            _write_listing(listing_file, self.root, found, known)
         entries = {p: r for p, r in pairs if isinstance(r, CachedVideo)}
+        budget.make_room({e.file for e in entries.values()})
         skipped = tuple(Skipped(p, r) for p, r in pairs if isinstance(r, str))
         if strict and skipped:
             raise InputError(source, [Problem(str(s.path), s.reason) for s in skipped])
         for s in skipped:
             (on_skip or _warn)(s)
         return FrameIndex(entries, skipped)
+
+    def missing(self, paths: Iterable[Path]) -> list[Path]:
+        """The videos of ``paths`` that its listing does not know as they are now (cached, or
+        unreadable): what indexing ``paths`` would decode. A stat per video."""
+        paths = list(dict.fromkeys(paths))
+        known = _read_listing(self.root / "indexes" / f"{_listing_key(paths, self.storage)}.json")
+        return [p for p in paths if not self._listed(p, known.get(str(p)))]
+
+    def _listed(self, path: Path, record: dict | None) -> bool:
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        if record is None or record["stat"] != [stat.st_size, stat.st_mtime_ns]:
+            return False
+        return "reason" in record or (self.root / record["file"]).is_file()
 
     def _known_or_entry(self, path: Path, known: dict[str, dict]) -> tuple[Found, list[int]]:
         """What the dataset's listing says of ``path`` if the video's size and modification time
@@ -216,14 +268,85 @@ class FrameCache:
             return "; ".join(str(p) for p in exc.problems)
 
 
+@dataclass
+class Budget:
+    """Keeps a dataset's frames within its cache's budget: refuses a dataset whose projected
+    size is above it once ``BUDGET_SAMPLE`` videos are cached, and, when the folder is over it,
+    removes the least recently used entries of other datasets."""
+
+    cache: FrameCache
+    total: int  # videos in the dataset
+    source: str
+    seen: int = 0  # videos looked at
+    count: int = 0  # of which cached
+    size: int = 0  # their bytes
+
+    def add(self, found: Found) -> None:
+        if self.cache.budget is not None:
+            self.add_sizes([_stat(found.file) if isinstance(found, CachedVideo) else None])
+
+    def add_sizes(self, stats: Iterable[os.stat_result | int | None]) -> None:
+        """Count videos looked at: the size of each one cached (a stat or bytes), None for one
+        that is not; ``InputError`` when the dataset's projected size is above the budget."""
+        if self.cache.budget is None:
+            return
+        for stat in stats:
+            self.seen += 1
+            if stat is not None:
+                self.count += 1
+                self.size += stat if isinstance(stat, int) else stat.st_size
+        projected = self.size / max(self.count, 1) * self.total
+        if self.seen >= min(BUDGET_SAMPLE, self.total) and projected > self.cache.budget:
+            self.refuse(projected, f"measured on {self.count} of {self.total} videos")
+
+    def refuse(self, size: float, how: str) -> None:
+        raise InputError(
+            self.source,
+            f"its frames would take about {_gb(size)} in the frame cache {self.cache.root} "
+            f"({how}), above the cache's budget of {_gb(self.cache.budget or 0)}: raise the "
+            "budget, or keep smaller frames (a smaller cache size, a lower quality, or the "
+            "h264 codec)",
+        )
+
+    def make_room(self, keep: set[Path]) -> None:
+        if self.cache.budget is None:
+            return
+        files = [f for f in self.cache.root.glob("??/*") if f.suffix in (SUFFIX, ".npy")]
+        sizes = {f: _stat(f) for f in files}
+        total = sum(s.st_size for s in sizes.values() if s is not None)
+        others = sorted((s.st_atime, f) for f, s in sizes.items() if s and f not in keep)
+        for _, file in others:
+            if total <= self.cache.budget:
+                break
+            with contextlib.suppress(OSError):
+                total -= file.stat().st_size
+                file.unlink()
+        if total > self.cache.budget:
+            self.refuse(total, "measured")
+
+
+def _stat(file: Path) -> os.stat_result | None:
+    try:
+        return file.stat()
+    except OSError:
+        return None
+
+
+def _gb(size: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size:.0f} bytes"
+
+
 # A dataset's listing: what ``FrameCache.index`` found of each of its videos, written once, so that
 # the next process to open the dataset (each worker of a search, each resume) stats the videos
 # instead of resolving, hashing and opening every one.
 LISTING_FORMAT = "listing/1"
 
 
-def _listing_key(paths: list[Path], short_side: int) -> str:
-    text = "\n".join([f"{FORMAT}|{LISTING_FORMAT}|{short_side}", *sorted(map(str, paths))])
+def _listing_key(paths: list[Path], storage: Storage) -> str:
+    text = "\n".join([f"{FORMAT}|{LISTING_FORMAT}|{storage.key}", *sorted(map(str, paths))])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -264,16 +387,17 @@ def _write_listing(
 def _readable(file: Path) -> bool:
     """False for an entry damaged outside tvnsearch (renames never leave half a file)."""
     try:
-        return open_frames(file).ndim == 4
-    except (OSError, ValueError):
+        header = FrameFile.open(file)
+    except (OSError, ValueError, KeyError, TypeError):
         return False
+    return file.stat().st_size == header.start + int(header.offsets[-1])
 
 
 def _warn(skipped: Skipped) -> None:
     log.warning("skipping unreadable video %s: %s", skipped.path, skipped.reason)
 
 
-def _atomic_save(file: Path, frames: np.ndarray) -> None:
+def _atomic_save(file: Path, data: bytes) -> None:
     # 0644, not the umask's mode: other users' workers may share the cache.
     with atomic_writer(file, mode=0o644) as f:
-        np.save(f, np.ascontiguousarray(frames, dtype=np.uint8))
+        f.write(data)

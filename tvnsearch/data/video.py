@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,12 +43,17 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 
 
 def decode_video(
-    path: str | Path, *, short_side: int | None = None, max_frames: int | None = None
+    path: str | Path,
+    *,
+    short_side: int | None = None,
+    max_fps: float | None = None,
+    max_frames: int | None = None,
 ) -> np.ndarray:
     """All frames of ``path`` as uint8 ``(T, H, W, 3)``, in presentation order.
 
     ``short_side`` shrinks frames so that their shorter side is at most that many pixels (never
-    enlarges); ``max_frames`` stops decoding early (the time grid is then that of the frames read).
+    enlarges); ``max_fps`` puts a faster video on a grid of
+    that rate; ``max_frames`` stops decoding early (the time grid is then that of the frames read).
     """
     try:
         frames, times = _decode(Path(path), short_side, max_frames)
@@ -61,7 +65,7 @@ def decode_video(
         raise InputError(str(path), f"cannot decode: {_reason(exc)}") from None
     if not frames:
         raise InputError(str(path), "no frame could be decoded")
-    return np.stack([frames[i] for i in constant_rate_order(times)])
+    return np.stack([frames[i] for i in constant_rate_order(times, max_fps)])
 
 
 def encode_video(
@@ -123,36 +127,26 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def constant_rate_order(times: list[float | None]) -> list[int]:
-    """Which decoded frame to show at each tick of a constant rate with as many ticks as frames.
+def constant_rate_order(times: list[float | None], max_fps: float | None = None) -> list[int]:
+    """Which decoded frame to show at each tick of a constant rate: the video's mean rate (as
+    many ticks as frames), or ``max_fps`` where the video is faster.
 
-    Constant-rate videos map to themselves; without usable timestamps, decode order is kept.
+    Constant-rate videos at most ``max_fps`` map to themselves; without usable timestamps,
+    decode order is kept.
     """
     n = len(times)
-    if n < 3 or any(t is None for t in times):
+    if n < 2 or any(t is None for t in times):
         return list(range(n))
     stamps = np.asarray(times, dtype=np.float64)
     if not np.all(np.diff(stamps) > 0):
         return list(range(n))
-    ticks = np.linspace(stamps[0], stamps[-1], n)
+    duration = stamps[-1] - stamps[0]
+    if max_fps is not None and (n - 1) / duration > max_fps:
+        ticks = stamps[0] + np.arange(int(duration * max_fps + 1e-6) + 1) / max_fps
+    elif n < 3:
+        return list(range(n))
+    else:
+        ticks = np.linspace(stamps[0], stamps[-1], n)
     after = np.clip(np.searchsorted(stamps, ticks), 1, n - 1)
     nearer_before = ticks - stamps[after - 1] <= stamps[after] - ticks
     return [int(i) for i in np.where(nearer_before, after - 1, after)]
-
-
-@dataclass(frozen=True)
-class DecodedFrames:
-    """Reads frames by decoding the file on every read: what the frame cache saves.
-
-    Decoding stops at the last frame asked for; ``lengths`` gives each video's frame count.
-    """
-
-    lengths: Mapping[Path, int]
-    short_side: int | None = None
-
-    def num_frames(self, path: Path) -> int:
-        return self.lengths[path]
-
-    def read(self, path: Path, indices: Sequence[int]) -> np.ndarray:
-        frames = decode_video(path, short_side=self.short_side, max_frames=max(indices) + 1)
-        return frames[[min(i, len(frames) - 1) for i in indices]]

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tvnsearch.genome.genes import Genome, describe_block
 from tvnsearch.genome.plan import Shape, plan_network
 from tvnsearch.models.instances import DROPOUT, build_instance, init_weights
-from tvnsearch.models.layers import Head
+from tvnsearch.models.layers import Head, to_channels_last
 from tvnsearch.models.streaming import StreamingTVN, build_streaming_model
 
 
@@ -32,6 +32,7 @@ class TVN(nn.Module):
         self.head = head
 
     def features(self, x: Tensor) -> Tensor:
+        x = to_channels_last(x)  # kept by every layer: see ``tvnsearch.models.layers``
         for block in self.blocks:
             x = block(x)
         return x

@@ -3,6 +3,13 @@
 Spatial ops fold time into the batch and temporal ops view ``H*W`` as one axis, so that both run
 as 2-D kernels: on CPU these are up to 4x faster than the equivalent ``Conv3d`` (measured while
 choosing this layout). Padding is TensorFlow SAME, computed per input size, as in the reference.
+
+Every op keeps the memory layout of its input. A network feeds them clips in channels-last-3d
+(``to_channels_last``): then folding and unfolding frames are views, not copies, and oneDNN's
+convolutions and pools run on that layout without reordering (one CPU thread, against contiguous
+``(B, C, T, H, W)``, whose folds copy: 1x1 convolutions about 2x faster, depthwise ones and pools
+3-10x). Pools and convolutions pad as they read wherever the SAME padding allows,
+instead of copying a padded input (tests/models/test_layers.py keeps the layers as they were).
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def to_channels_last(x: Tensor) -> Tensor:
+    """``x`` (B, C, T, H, W) stored as (B, T, H, W, C): the layout the layers run fastest on."""
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
 def _fold_frames(x: Tensor) -> Tensor:
     b, c, t, h, w = x.shape
     return x.transpose(1, 2).reshape(b * t, c, h, w)
@@ -35,7 +47,23 @@ def _unfold_frames(y: Tensor, batch: int) -> Tensor:
     return y.reshape(batch, bt // batch, c, h, w).transpose(1, 2)
 
 
-class SpatialConv(nn.Module):
+class _SameConv(nn.Module):
+    """Base of the convolutions padded TF SAME: ``self.conv`` is an ``nn.Conv2d`` without padding
+    of its own. An even SAME padding is the convolution's, read in place; PyTorch pads both sides
+    alike, so an uneven one (one more after) pads a copy, as does a layer that replaced the conv
+    (``tvnsearch.delta``). Padding more and cropping would count and cost extra FLOPs."""
+
+    def _same(self, y: Tensor, pad_h: tuple[int, int], pad_w: tuple[int, int]) -> Tensor:
+        even = pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]
+        if isinstance(self.conv, nn.Conv2d) and even:  # (TorchScript decides this when compiling)
+            w, b, padding = self.conv.weight, self.conv.bias, [pad_h[0], pad_w[0]]
+            return F.conv2d(y, w, b, self.conv.stride, padding, 1, self.conv.groups)
+        if pad_h[1] > 0 or pad_w[1] > 0:  # ``after`` >= ``before``
+            y = F.pad(y, (pad_w[0], pad_w[1], pad_h[0], pad_h[1]))
+        return self.conv(y)
+
+
+class SpatialConv(_SameConv):
     """A k x k convolution applied to every frame (depthwise when ``groups == channels``)."""
 
     def __init__(
@@ -49,8 +77,7 @@ class SpatialConv(nn.Module):
         y = _fold_frames(x)
         pad_h = same_padding(y.shape[-2], self.kernel, self.stride)
         pad_w = same_padding(y.shape[-1], self.kernel, self.stride)
-        y = self.conv(F.pad(y, (*pad_w, *pad_h)))
-        return _unfold_frames(y, x.shape[0])
+        return _unfold_frames(self._same(y, pad_h, pad_w), x.shape[0])
 
 
 class SpatialPool(nn.Module):
@@ -62,15 +89,11 @@ class SpatialPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = _fold_frames(x)
-        pad = (
-            *same_padding(y.shape[-1], self.kernel, self.stride),
-            *same_padding(y.shape[-2], self.kernel, self.stride),
-        )
-        y = _same_pool(y, self.mode, self.kernel, self.stride, pad)
+        y = _same_pool(y, self.mode, (self.kernel, self.kernel), (self.stride, self.stride))
         return _unfold_frames(y, x.shape[0])
 
 
-class TemporalConv(nn.Module):
+class TemporalConv(_SameConv):
     """A full (not depthwise) convolution over time, kernel (k, 1, 1)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int) -> None:
@@ -80,8 +103,8 @@ class TemporalConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
-        y = F.pad(x.reshape(b, c, t, h * w), (0, 0, *same_padding(t, self.kernel, self.stride)))
-        y = self.conv(y)
+        pad_t = same_padding(t, self.kernel, self.stride)
+        y = self._same(x.reshape(b, c, t, h * w), pad_t, (0, 0))
         return y.reshape(b, -1, y.shape[2], h, w)
 
 
@@ -94,27 +117,39 @@ class TemporalPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
-        pad = (0, 0, *same_padding(t, self.kernel, self.stride))
-        y = _same_pool(
-            x.reshape(b, c, t, h * w), self.mode, (self.kernel, 1), (self.stride, 1), pad
-        )
+        y = _same_pool(x.reshape(b, c, t, h * w), self.mode, (self.kernel, 1), (self.stride, 1))
         return y.reshape(b, c, y.shape[2], h, w)
 
 
-def _same_pool(
-    x: Tensor,
-    mode: str,
-    kernel: int | tuple[int, int],
-    stride: int | tuple[int, int],
-    pad: tuple[int, ...],
-) -> Tensor:
+def _same_pool(x: Tensor, mode: str, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+    """SAME pooling of (N, C, H, W), padded as it reads: the max ignores padding and the average
+    counts real pixels only. PyTorch pads both sides alike, so an uneven SAME padding (one more
+    after) takes ``ceil_mode``, whose last window reaches into it; with stride 1 it cannot, so
+    one more step is padded before as well and the first output dropped."""
+    if x.shape[1] < 8 and _strictly_channels_last(x):
+        # Channels-last pools vectorise over channels: on the clip's 3, NCHW is 2x faster.
+        y = _same_pool(x.contiguous(), mode, kernel, stride)
+        return y.contiguous(memory_format=torch.channels_last)
+    pads = [same_padding(n, k, s) for n, k, s in zip(x.shape[-2:], kernel, stride, strict=True)]
+    uneven = [after > before for before, after in pads]
+    drop = [int(u and s == 1) for u, s in zip(uneven, stride, strict=True)]
+    padding = (pads[0][0] + drop[0], pads[1][0] + drop[1])
+    # Only where needed: ONNX sizes a ceil_mode output without PyTorch's rule that the last
+    # window starts inside the input, and differs where no padding meets a kernel under stride.
+    ceil = any(u and s > 1 for u, s in zip(uneven, stride, strict=True))
     if mode == "maxpool":
-        return F.max_pool2d(F.pad(x, pad, value=float("-inf")), kernel, stride)
-    pooled = F.avg_pool2d(F.pad(x, pad), kernel, stride)
-    if not any(pad):
-        return pooled
-    valid = F.avg_pool2d(F.pad(x.new_ones((1, 1, *x.shape[2:])), pad), kernel, stride)
-    return pooled / valid
+        y = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil)
+    else:
+        y = F.avg_pool2d(x, kernel, stride, padding, ceil_mode=ceil, count_include_pad=False)
+    if not any(drop):
+        return y
+    # A copy in the input's layout: later ops would copy the strided view anyway, into NCHW.
+    return y[:, :, drop[0] :, drop[1] :].clone(memory_format=torch.preserve_format)
+
+
+def _strictly_channels_last(x: Tensor) -> bool:
+    """Channels-last and not also contiguous (both hold for one channel or one pixel)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class Pointwise(nn.Module):
@@ -129,9 +164,19 @@ class Pointwise(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride > 1:
-            x = x[:, :, :, :: self.stride, :: self.stride]
+            x = _subsample(x, self.stride)
         b, c, t, h, w = x.shape
         return self.conv(x.reshape(b, c, t * h, w)).reshape(b, -1, t, h, w)
+
+
+def _subsample(x: Tensor, stride: int) -> Tensor:
+    """``x[..., ::stride, ::stride]``; compacted in channels-last when ``x`` is, since neither the
+    reshape after it nor oneDNN recognise the strided view as channels-last and would copy it
+    to the contiguous layout."""
+    y = x[:, :, :, ::stride, ::stride]
+    if x.is_contiguous(memory_format=torch.channels_last_3d):
+        return y.contiguous(memory_format=torch.channels_last_3d)
+    return y
 
 
 class SqueezeExcite(nn.Module):
@@ -143,8 +188,8 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv3d(hidden, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        s = x.mean(dim=(2, 3, 4), keepdim=True)
-        return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+        s = F.relu(_linear(self.reduce, _clip_mean(x)))
+        return x * _per_channel(torch.sigmoid(_linear(self.expand, s)))
 
 
 class ContextGate(nn.Module):
@@ -155,7 +200,26 @@ class ContextGate(nn.Module):
         self.gate = nn.Conv3d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(self.gate(x.mean(dim=(2, 3, 4), keepdim=True)))
+        return x * _per_channel(torch.sigmoid(_linear(self.gate, _clip_mean(x))))
+
+
+def _clip_mean(x: Tensor) -> Tensor:
+    """The mean over (T, H, W), (B, C), as a sum scaled: the gradient of a sum is a broadcast
+    view, where that of ``mean`` is a full-size tensor (2x faster gating, forward and backward).
+    """
+    return x.sum(dim=(2, 3, 4)) / (x.shape[2] * x.shape[3] * x.shape[4])
+
+
+def _per_channel(s: Tensor) -> Tensor:
+    """(B, C) -> (B, C, 1, 1, 1) in one view (indexing with None takes three, each an op and a
+    backward node: overhead that a GPU's tiny steps feel)."""
+    return s.view(s.shape[0], s.shape[1], 1, 1, 1)
+
+
+def _linear(conv: nn.Conv3d, x: Tensor) -> Tensor:
+    """A 1x1x1 ``conv`` on (B, C) means: a matrix product, where ``Conv3d`` on (B, C, 1, 1, 1)
+    costs a oneDNN call each way (the Conv3d keeps the parameters' names and shapes)."""
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
 class NonLocal(nn.Module):
@@ -211,4 +275,4 @@ class Head(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.dropout(x.mean(dim=(2, 3, 4))))
+        return self.fc(self.dropout(_clip_mean(x)))

@@ -33,7 +33,7 @@ from tvnsearch.genome.plan import NetworkPlan, plan_network
 from tvnsearch.models.causal import FrameHead
 from tvnsearch.models.causal_unit import CausalUnit, causal_unit
 from tvnsearch.models.instances import DROPOUT, build_instance, init_weights
-from tvnsearch.models.layers import Pointwise
+from tvnsearch.models.layers import Pointwise, to_channels_last
 from tvnsearch.models.stages import StageLayout, stage_layout
 
 
@@ -84,6 +84,7 @@ class StreamingTVN(nn.Module):
         return self.head.steps(self.features(clip))
 
     def features(self, clip: Tensor) -> Tensor:
+        clip = to_channels_last(clip)  # kept by every layer: see ``tvnsearch.models.layers``
         source, x, y = clip, clip, clip
         for stage in range(self.num_stages):
             y = x

@@ -15,13 +15,17 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from tvnsearch.data.frame_cache import Budget
 from tvnsearch.errors import SearchStopped
 from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
@@ -33,6 +37,9 @@ from tvnsearch.measure.profiler import ProfileCache, Profiler
 from tvnsearch.measure.roofline import Roofline
 from tvnsearch.search.worker import Evaluation, Evaluator, Job, failed, lost, worker_node
 from tvnsearch.status import Status
+
+if TYPE_CHECKING:
+    from tvnsearch.search.recipe import DataSection
 
 MIN_TIMEOUT_SECONDS = 60.0  # any measurement: building, a cold run, warm-up and timed runs
 TIMEOUT_PER_BUDGET = 100  # and at most this many times its early-exit threshold
@@ -228,6 +235,9 @@ def _train(evaluator: Evaluator, job: Job, task: Any, placement: Placement) -> E
     try:
         import torch
 
+        from tvnsearch.train.memory import keep_freed_memory
+
+        keep_freed_memory()  # this process trains one network after another
         torch.set_num_threads(max(1, int(placement.cpus_per_worker)))
         with Neighbours(placement.neighbours).registered() if pausable else nullcontext():
             evaluation = evaluator(job, task)
@@ -287,3 +297,102 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:
             return lost(1 + self.max_retries, exc)
+
+
+# The frame cache, built by Ray tasks over the cluster's CPUs before the search begins.
+
+CHUNKS_PER_CPU = 4  # chunks of videos per CPU: small enough to balance, large enough to batch
+
+
+def cache_videos(
+    data: DataSection,
+    paths: list[Path],
+    *,
+    source: str,
+    on_video: Callable[[int, int], None] | None = None,
+) -> dict[Path, str]:
+    """Decode ``paths`` into the frame cache of ``data`` as Ray tasks, one CPU each, each video
+    claimed by one task of each build: one build on the nodes that share the driver's cache
+    folder, one more on each node that does not (its own cache, built in parallel with the
+    rest). Returns why each video found unreadable cannot be read (a failure of the machine's,
+    retried in vain, is not among them: it is tried again later). ``InputError`` (from
+    ``source``) once the cache's budget is sure to be passed; the tasks left are cancelled."""
+    todo = sorted({str(p) for p in paths})
+    missing = sorted(map(str, data.frame_cache().missing(map(Path, todo))))  # the driver's
+    builds, shared = _builds(data)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    size = max(1, min(64, len(todo) // (CHUNKS_PER_CPU * cpus) or 1))
+    remote = ray.remote(_cache_chunk)
+    running: dict[ray.ObjectRef, tuple[int, bool]] = {}  # videos, and in the driver's cache
+    for build, nodes in enumerate(builds):
+        drivers = build == 0 and shared
+        videos = missing if drivers else todo  # another node's cache: the tasks look
+        chunks = [videos[i : i + size] for i in range(0, len(videos), size)]
+        for i, chunk in enumerate(chunks):
+            where = _on(nodes[i % len(nodes)]) if nodes else {}
+            ref = remote.options(num_cpus=1, max_retries=2, **where).remote(data, chunk)
+            running[ref] = len(chunk), drivers
+    budget = Budget(data.frame_cache(), len(missing), source)
+    unreadable: dict[Path, str] = {}
+    done, total = 0, sum(count for count, _ in running.values())
+    try:
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            count, drivers = running.pop(ready[0])
+            done += count
+            found = ray.get(ready[0])
+            unreadable.update((Path(p), why) for p, why, _ in found if why and not _passing(why))
+            if drivers:
+                budget.add_sizes(size for _, _, size in found)
+            if on_video is not None:
+                on_video(done, total)
+    finally:
+        for ref in running:
+            ray.cancel(ref)
+    return unreadable
+
+
+def _cache_chunk(data: DataSection, paths: list[str]) -> list[tuple[str, str | None, int | None]]:
+    """Cache ``paths`` into this node's frame cache of ``data``: (path, why it is unreadable or
+    None, the entry's bytes or None) each."""
+    cache = replace(data.frame_cache(), budget=None)  # the driver keeps the budget: of them all
+    index = cache.index(map(Path, paths), on_skip=lambda _: None, listing=False)
+    skipped = {str(s.path): s.reason for s in index.skipped}
+    sizes = {str(p): e.file.stat().st_size for p, e in index.entries.items()}
+    return [(p, skipped.get(p), sizes.get(p)) for p in paths]
+
+
+def _passing(why: str) -> bool:
+    from tvnsearch.data.frame_cache import Passing
+
+    return isinstance(why, Passing)
+
+
+def _builds(data: DataSection) -> tuple[list[list[str]], bool]:
+    """The builds the cluster needs: the nodes sharing the driver's cache folder (``[]``: all of
+    them, so Ray places each task where it likes), then each other node alone; and whether the
+    first build is the driver's cache."""
+    root = data.frame_cache().root
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / f".probe-{uuid.uuid4().hex}"
+    probe.touch()
+    try:
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
+        sees = ray.remote(_sees)
+        looks = [sees.options(num_cpus=0, **_on(node)).remote(data, probe.name) for node in nodes]
+        seen = ray.get(looks)
+    finally:
+        probe.unlink(missing_ok=True)
+    sharing = [node for node, yes in zip(nodes, seen, strict=True) if yes]
+    alone = [[node] for node, yes in zip(nodes, seen, strict=True) if not yes]
+    if not sharing:
+        return alone, False
+    return [[] if not alone else sharing, *alone], True
+
+
+def _sees(data: DataSection, probe: str) -> bool:
+    return (data.frame_cache().root / probe).exists()
+
+
+def _on(node: str) -> dict[str, Any]:
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}

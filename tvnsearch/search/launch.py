@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+from tvnsearch.data.datasets import load_dataset
 from tvnsearch.errors import InputError
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.affinity import split_cores, usable_cores
@@ -31,6 +32,7 @@ from tvnsearch.search.executors import (
     Placement,
     RayExecutor,
     RemoteProfiler,
+    cache_videos,
     node_of,
     start_profiler,
 )
@@ -45,7 +47,7 @@ from tvnsearch.search.lineage import (
     records_from_frame,
     scan_lineage,
 )
-from tvnsearch.search.progress import Progress, Tally
+from tvnsearch.search.progress import Progress, Tally, progress_bar
 from tvnsearch.search.ray_session import start_ray, stop_ray
 from tvnsearch.search.recipe import RunConfig
 from tvnsearch.search.runs import (
@@ -56,10 +58,11 @@ from tvnsearch.search.runs import (
     new_strategy,
     profiled_devices,
     save_run_log,
+    sized,
     tally_of,
 )
 from tvnsearch.search.strategies import Strategy
-from tvnsearch.search.worker import Evaluator, evaluate, prepared_data, task_of
+from tvnsearch.search.worker import Evaluator, Task, evaluate, prepared_data, task_of
 from tvnsearch.train.weights import load_run_weights, save_run_weights
 
 
@@ -106,6 +109,7 @@ def run_search(
     overrides = [f"resources.address={json.dumps(address)}"] if address else []
     config = load_run(run_dir, overrides)
     space = load_space(config.search.space)
+    config = sized(config, space)  # a run folder written by hand may leave it to the space
     source = source or str(run_dir / RECIPE_FILE)
     strategy = new_strategy(config, space, source=source)
     with Lease(run_dir) as lease:
@@ -153,9 +157,8 @@ def _search(
     source: str,
     damaged: list[Damaged],
 ) -> Tally:
-    # Before Ray starts, the driver has every core to decode on (PyAV releases the GIL).
-    data = prepared_data(task_of(config), show_progress=True, threads=len(usable_cores()))
-    num_classes = data.dataset.num_classes
+    d = config.data
+    dataset = load_dataset(d.path, val_fraction=d.val_fraction, seed=d.split_seed)  # not decoded
     devices = profiled_devices(config, strategy)
     r = config.resources
     if r.address is None:
@@ -167,6 +170,8 @@ def _search(
     neighbours = Path(tempfile.gettempdir()) / f"tvnsearch-{run_dir.name}-{os.getpid()}-workers"
     profilers: dict[str, list[RemoteProfiler]] = {}
     try:
+        task = _cached_task(config, [v.path for v in dataset.videos], source=source)
+        num_classes = prepared_data(task).dataset.num_classes
         for kind in devices:
             profilers[kind] = start_profilers(config, kind, logs[kind], neighbours)
         rooflines = {kind: run_roofline(run_dir, p[0]) for kind, p in profilers.items()}
@@ -178,7 +183,7 @@ def _search(
         _replay(strategy, records, source=str(run_dir / "lineage"))
         executor = RayExecutor(
             evaluator,
-            task_of(config),
+            task,
             _placement(config, profilers.get("cpu", []), neighbours),
             max_retries=r.max_retries,
         )
@@ -214,6 +219,16 @@ def _search(
         shutil.rmtree(neighbours, ignore_errors=True)
         if started:
             stop_ray()
+
+
+def _cached_task(config: RunConfig, videos: list[Path], *, source: str) -> Task:
+    """The search's task, once its ``videos`` are in the frame cache: decoded by Ray tasks on
+    every CPU of the cluster (the videos already cached cost a stat each), then listed by the
+    driver, which reports each unreadable video once; every worker leaves those out."""
+    with progress_bar("decoding videos", unit="video") as report:
+        cache_videos(config.data, videos, source=source, on_video=report)
+    data = prepared_data(task_of(config), threads=len(usable_cores()))
+    return task_of(config, leave_out=tuple(sorted(str(s.path) for s in data.skipped)))
 
 
 def _keep_profiles(logs: dict[str, ProfileLog], profiles: tuple[Profile, ...]) -> None:

@@ -21,12 +21,16 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from tvnsearch.data.frame_files import CODECS, Storage
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.files import read_toml
 from tvnsearch.measure.constraints import Constraints, constraints_from_dict
 from tvnsearch.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from tvnsearch.data.frame_cache import FrameCache
 
 Limits = dict[str, str | tuple[str, ...]]  # a table's key: its conditions, "op number" each
 
@@ -54,11 +58,53 @@ class SearchSection:
 class DataSection:
     path: str  # class folders, or a .csv / .jsonl list
     cache_dir: str | None = None  # decoded frames; default: the machine's shared cache
-    cache_size: int = 128  # cached frames' shorter side, px
+    # Cached frames' shorter side, px; None: the largest clip resolution of the space (of the
+    # genome, for ``tvnsearch train``), written into the run's frozen recipe.
+    cache_size: int | None = None
     val_fraction: float = 0.2  # held out per class when the data has no split
     split_seed: int = 0
+    # How the frame cache keeps each video (``tvnsearch.data.frame_files.Storage``): faster
+    # videos put on a grid of cache_fps; jpeg (any frame alone, fast), h264 (several times
+    # smaller, for large frames) or raw; quality 1-100 (h264: 90 is x264's CRF 18).
+    cache_fps: float | None = Storage.max_fps
+    cache_codec: str = Storage.codec
+    cache_quality: int = Storage.quality
+    cache_budget_gb: float | None = None  # the most the cache folder may hold; None: no bound
 
-    LIMITS: ClassVar[Limits] = {"cache_size": (">= 8", "<= 4096"), "val_fraction": ("> 0", "< 1")}
+    LIMITS: ClassVar[Limits] = {
+        "cache_size": Storage.LIMITS["short_side"],
+        "val_fraction": ("> 0", "< 1"),
+        "cache_fps": Storage.LIMITS["max_fps"],
+        "cache_quality": Storage.LIMITS["quality"],
+        "cache_budget_gb": "> 0",
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"cache_codec": CODECS}
+
+    def sized(self, resolution: int) -> DataSection:
+        """These settings with ``cache_size`` set to ``resolution`` where it is not set."""
+        return (
+            self
+            if self.cache_size is not None
+            else dataclasses.replace(self, cache_size=resolution)
+        )
+
+    def frame_cache(self) -> FrameCache:
+        """The frame cache these settings describe (at the machine's default folder unless
+        ``cache_dir`` names one: resolved where this runs, so each node finds its own)."""
+        from tvnsearch.data.frame_cache import FrameCache, cache_dir
+
+        if self.cache_size is None:
+            raise ValueError("data.cache_size is not set: size it first (DataSection.sized)")
+
+        budget = None if self.cache_budget_gb is None else round(self.cache_budget_gb * 1e9)
+        return FrameCache(
+            cache_dir(self.cache_dir),
+            self.cache_size,
+            max_fps=self.cache_fps,
+            codec=self.cache_codec,
+            quality=self.cache_quality,
+            budget=budget,
+        )
 
 
 @dataclass(frozen=True)
@@ -184,6 +230,10 @@ def limit_problems(table: Any, name: str) -> list[Problem]:
         Problem(f"{name}.{key}", f"must be {allowed_range(cls, key)}, but got {value!r}")
         for key in getattr(cls, "LIMITS", {})
         if (value := getattr(table, key)) is not None and not within_limits(cls, key, value)
+    ] + [
+        Problem(f"{name}.{key}", f"must be one of {list(choices)}, but got {value!r}")
+        for key, choices in getattr(cls, "CHOICES", {}).items()
+        if (value := getattr(table, key)) is not None and value not in choices
     ]
 
 
@@ -220,6 +270,8 @@ def _is_required(f: dataclasses.Field) -> bool:
 
 def _type_problem(hint: Any, value: Any) -> str | None:
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:  # "not set", as a card's JSON writes it
+        return None
     allowed = tuple(typing.get_origin(a) or a for a in allowed if a is not type(None))
     ok = any(_is_a(value, a) for a in allowed)
     names = " or ".join(a.__name__ for a in allowed)

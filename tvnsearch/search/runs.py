@@ -16,6 +16,7 @@ names that driver (``tvnsearch.search.lease``); ``quarantine/`` keeps what ``res
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import shutil
@@ -29,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from tvnsearch.errors import InputError, Problem
-from tvnsearch.files import atomic_write_text, check_writable
+from tvnsearch.files import atomic_write_text, check_writable, read_toml
 from tvnsearch.genome.space import SearchSpace, load_space
 from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.constraints import TIME_LIMITS
@@ -63,6 +64,7 @@ def create_run(
     extra += [f"search.name={json.dumps(name)}"] if name is not None else []
     config = load_recipe(recipe, [*overrides, *extra])
     space = load_space(config.search.space)
+    config = sized(config, space)
     strategy = new_strategy(config, space, source=str(recipe))
     check_cache_size(config, space, source=str(recipe))
     if config.resources.address is None:
@@ -111,11 +113,18 @@ def discard_untold(run_dir: str | Path) -> bool:
     return True
 
 
+def sized(config: RunConfig, space: SearchSpace) -> RunConfig:
+    """``config`` with a frame cache of the space's largest clip resolution, unless it names one:
+    the frames a search's clips need, and no more."""
+    largest = space.genome["resolution"].largest()
+    return dataclasses.replace(config, data=config.data.sized(largest))
+
+
 def check_cache_size(config: RunConfig, space: SearchSpace, *, source: str) -> None:
     """Refuse a frame cache smaller than the space's largest clip: its frames would be upsampled,
     so resolution genes above it would cost runtime and add nothing."""
     largest = space.genome["resolution"].largest()
-    if config.data.cache_size < largest:
+    if config.data.cache_size is not None and config.data.cache_size < largest:
         why = (
             f"{config.data.cache_size} px is below the largest clip resolution of the space "
             f"{space.name!r}, {largest} px: set data.cache_size to at least {largest}"
@@ -131,10 +140,17 @@ def save_run_log(run_dir: str | Path, candidate_id: int, story: str) -> str:
 
 
 def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """The run's frozen recipe. A run recorded before the frame cache compressed its frames
+    (its recipe names no ``data.cache_codec``) goes on with the frames it began with: raw, at
+    every frame of the video."""
     recipe = Path(run_dir) / RECIPE_FILE
     if not recipe.is_file():
         raise InputError(str(run_dir), f"not a run folder: no {RECIPE_FILE}")
-    return load_recipe(recipe, overrides)
+    config = load_recipe(recipe, overrides)
+    if "cache_codec" not in read_toml(recipe).get("data", {}):
+        former = dataclasses.replace(config.data, cache_codec="raw", cache_fps=None)
+        config = dataclasses.replace(config, data=former)
+    return config
 
 
 def new_strategy(config: RunConfig, space: SearchSpace, *, source: str) -> Strategy:

@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tvnsearch.errors import describe_error
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from torch.nn import Module
 
     from tvnsearch.data.clips import ClipSpec
-    from tvnsearch.search.recipe import RunConfig
+    from tvnsearch.search.recipe import DataSection, RunConfig
     from tvnsearch.train.config import TrainConfig
     from tvnsearch.train.training import TrainData
 
@@ -41,13 +42,12 @@ MAX_LOG_BYTES = 1 << 20  # of what a worker prints per candidate: the end, where
 class Task:
     """What every candidate of a search is trained on; the same for all of them."""
 
-    data_path: str
-    cache_dir: str | None
-    cache_size: int
-    val_fraction: float
-    split_seed: int
+    data: DataSection
     train: TrainConfig
     keep_weights: bool = True  # return the trained weights, for the driver to keep
+    # Videos the driver found unreadable while caching: every worker leaves them out, so that
+    # every node trains on the same videos, and none tries them again.
+    leave_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,54 +199,39 @@ def _weights(genome: Genome, clip: ClipSpec, model: Module, data: TrainData) -> 
 
 
 def prepared_data(task: Task, *, show_progress: bool = False, threads: int = 1) -> TrainData:
-    """The dataset of ``task``, prepared once per process (the frame cache decodes it once).
-    ``show_progress``: a bar while the videos are decoded, on ``threads`` threads (the driver's,
-    before any worker runs; a worker, pinned to its cores, decodes on one and stays silent)."""
-    t = task
-    key = (t.data_path, t.cache_dir, t.cache_size, t.val_fraction, t.split_seed)
+    """The dataset of ``task``, prepared once per process (the frame cache decodes each video
+    once). ``show_progress``: a bar while the videos are looked at (or decoded), on ``threads``
+    threads (the driver's; a worker, pinned to its cores, uses one and stays silent)."""
+    key = (task.data, task.leave_out)
     if key not in _PREPARED:  # once per worker process and dataset
-        _PREPARED[key] = _prepare(*key, show_progress=show_progress, threads=threads)
+        _PREPARED[key] = _prepare(task, show_progress=show_progress, threads=threads)
     return _PREPARED[key]
 
 
-_PREPARED: dict[tuple[str, str | None, int, float, int], TrainData] = {}
+_PREPARED: dict[tuple[DataSection, tuple[str, ...]], TrainData] = {}
 
 
-def _prepare(
-    path: str,
-    cache_dir: str | None,
-    cache_size: int,
-    val_fraction: float,
-    split_seed: int,
-    *,
-    show_progress: bool,
-    threads: int,
-) -> TrainData:
-    from tvnsearch.data.frame_cache import FrameCache
-    from tvnsearch.data.frame_cache import cache_dir as default_cache_dir
+def _prepare(task: Task, *, show_progress: bool, threads: int) -> TrainData:
     from tvnsearch.train.training import prepare_data
 
-    cache = FrameCache(default_cache_dir(cache_dir), cache_size)
+    d = task.data
     bar = progress_bar("decoding videos", unit="video") if show_progress else None
     with bar or contextlib.nullcontext() as report:
         return prepare_data(
-            path,
-            cache,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
+            d.path,
+            d.frame_cache(),
+            val_fraction=d.val_fraction,
+            split_seed=d.split_seed,
             num_workers=threads,
             on_video=report,
+            leave_out=frozenset(map(Path, task.leave_out)),
         )
 
 
-def task_of(config: RunConfig) -> Task:
-    data = config.data
+def task_of(config: RunConfig, leave_out: tuple[str, ...] = ()) -> Task:
     return Task(
-        data_path=data.path,
-        cache_dir=data.cache_dir,
-        cache_size=data.cache_size,
-        val_fraction=data.val_fraction,
-        split_seed=data.split_seed,
+        data=config.data,
         train=config.train,
         keep_weights=config.search.keep_weights,
+        leave_out=leave_out,
     )

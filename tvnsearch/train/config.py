@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+AUTO_WORKERS = -1  # TrainConfig.num_workers: as many DataLoader workers as help
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -21,10 +23,21 @@ class TrainConfig:
     flip: bool = True  # left-right flips; turn off where left and right differ in meaning
     seed: int = 0  # weights, clip order, offsets, crops, flips and dropout
     device: str = "cpu"
-    # A clip from the frame cache takes under 1 ms (bench/data_bench.py), little beside a CPU
-    # training step; on a GPU, workers keep it fed.
-    num_workers: int = 0
+    # DataLoader worker processes; AUTO_WORKERS (-1): as many as help (``train.inputs``): none
+    # on a CPU (one slowed CPU trainings by 14-47 % on two cores: bench/data_scale_bench.py
+    # loader), up to 8 per GPU (on an H200 they took a tiny genome from 65 to 163 steps/s and a
+    # 2x224 one from 21 to 34: bench ``gpu``). A run recorded with a number keeps it. -1, not
+    # None: a card's JSON null would not read back as a setting.
+    num_workers: int = AUTO_WORKERS
     mixed_precision: bool = True  # bf16 (or fp16 with loss scaling) autocast, on CUDA only
+    # On CUDA: workers only cut each clip's crop, the GPU resizes and flips it (the same draws;
+    # within one level of 255 of the CPU's clips). Off: with 2 or more workers the CPU's resize
+    # kept up and moved fewer bytes (0-27 % more steps/s on an H200). Turn it on for a GPU fed
+    # by a single worker: a tiny genome took 25 % more steps/s there. No effect on a CPU.
+    augment_on_device: bool = False
+    # On CUDA, clips and 2-D convolutions in channels-last layout. Off: under bf16 on an H200 it
+    # changed steps/s by -18 % to +4 % over two runs of three genomes.
+    channels_last: bool = False
     # Clips scored per validation video, spread evenly over it, their logits averaged; 1 is the
     # centred clip alone. 1 by default: on the synthetic benchmark, whose motion fills every
     # video, 3 clips changed no fitness in 8 trainings and tripled the scoring time (from 3 % of
@@ -50,7 +63,7 @@ class TrainConfig:
         "warmup_fraction": (">= 0", "< 1"),
         "label_smoothing": (">= 0", "< 1"),
         "seed": (">= 0", f"< {2**64}"),  # what NumPy's and torch's generators take
-        "num_workers": (">= 0", "<= 256"),
+        "num_workers": (f">= {AUTO_WORKERS}", "<= 256"),
         "val_clips": (">= 1", "<= 100"),
         "rungs": (">= 1", "<= 20"),  # 3**20 is 3.5 billion iterations: more rungs cut nothing
         "reduction_factor": ("> 1", "<= 100"),

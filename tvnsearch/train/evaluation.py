@@ -22,6 +22,7 @@ from tvnsearch.data.datasets import Video, load_dataset
 from tvnsearch.data.frame_cache import FrameCache, Skipped
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.measure.affinity import usable_cores
+from tvnsearch.train.inputs import auto_workers
 from tvnsearch.train.training import score_videos
 from tvnsearch.train.weights import load_model
 
@@ -77,7 +78,10 @@ def evaluate_weights(
         num_clips=num_clips,
     )
     target = torch.device(device)
-    scores = score_videos(model.to(target), clips, batch_size=batch_size, device=target)
+    workers = auto_workers(target)
+    scores = score_videos(
+        model.to(target), clips, batch_size=batch_size, num_workers=workers, device=target
+    )
     return Evaluated(split, len(readable), num_clips, scores, index.skipped)
 
 

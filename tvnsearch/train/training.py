@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from tvnsearch.data.clips import ClipDataset, ClipSampler, ClipSpec, FrameReader
+from tvnsearch.data.clips import ClipDataset, ClipSpec, FrameReader
 from tvnsearch.data.datasets import VideoDataset, load_dataset
 from tvnsearch.data.frame_cache import FrameCache, Skipped
 from tvnsearch.errors import InputError, Problem, describe_error
@@ -37,6 +37,13 @@ from tvnsearch.models.builder import build_model
 from tvnsearch.status import Status
 from tvnsearch.train.config import TrainConfig
 from tvnsearch.train.fidelity import Cuts, RungFitness, goes_on, rungs_of
+from tvnsearch.train.inputs import (
+    loader_options,
+    loader_workers,
+    to_channels_last,
+    train_batches,
+    uses_channels_last,
+)
 from tvnsearch.train.metrics import multi_class_scores, multi_label_scores
 from tvnsearch.train.weights import inherit
 
@@ -103,12 +110,14 @@ def prepare_data(
     split_seed: int = 0,
     num_workers: int | None = None,
     on_video: Callable[[int, int], None] | None = None,
+    leave_out: frozenset[Path] = frozenset(),
 ) -> TrainData:
     """Read the dataset, decode every video into ``cache`` once, drop (or, strict, refuse) the
-    unreadable ones. Every candidate of a search then reads the same ``TrainData``.
-    ``on_video(done, total)`` follows the decoding (``FrameCache.index``)."""
+    unreadable ones and those of ``leave_out`` (found unreadable elsewhere). Every candidate of
+    a search then reads the same ``TrainData``. ``on_video(done, total)`` follows the decoding
+    (``FrameCache.index``)."""
     dataset = load_dataset(path, val_fraction=val_fraction, seed=split_seed)
-    paths = [v.path for v in dataset.videos]
+    paths = [v.path for v in dataset.videos if v.path not in leave_out]
     # Decoding threads: PyAV decodes without holding the GIL.
     workers = num_workers or os.cpu_count() or 1
     index = cache.index(
@@ -200,8 +209,13 @@ def _train_and_score(
     model = build_model(genome, dataset.num_classes)
     inherited = inherit(model, parent_weights) if parent_weights else 0.0
     model = model.to(device)
+    if uses_channels_last(config, device):
+        to_channels_last(model)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        model.parameters(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda" or None,  # one kernel for all parameters, not several each
     )
     warmup = max(1, round(config.iterations * config.warmup_fraction))
     # One schedule over the full budget, wherever training stops: a candidate that goes on past
@@ -216,7 +230,7 @@ def _train_and_score(
     )
     amp_dtype = _autocast_dtype(device, config)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    batches = iter(_train_loader(data, clip, config, device))
+    batches = train_batches(data.frames, dataset, clip, config, device)
     rungs = rungs_of(config.iterations, config.rungs, config.reduction_factor).iterations
     scored: list[tuple[int, float]] = []
     started, eval_seconds = time.perf_counter(), 0.0
@@ -225,10 +239,9 @@ def _train_and_score(
         model.train()
         losses: list[Tensor] = []  # on the device since the last check
         for step in range(progress.iterations, end):
-            clips, targets = next(batches)
-            x = clip.normalization.apply(clips.to(device, non_blocking=True))
+            x, targets = next(batches)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(model(x), targets.to(device, non_blocking=True))
+                loss = loss_fn(model(x), targets)
             losses.append(loss.detach())
             if len(losses) >= every or step + 1 == end:
                 _check_losses(losses, step + 1, progress)
@@ -286,31 +299,6 @@ def _autocast_dtype(device: torch.device, config: TrainConfig) -> torch.dtype | 
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _train_loader(
-    data: TrainData, clip: ClipSpec, config: TrainConfig, device: torch.device
-) -> DataLoader:
-    ds = data.dataset
-    clips = ClipDataset(
-        data.frames,
-        ds.train,
-        clip,
-        num_classes=ds.num_classes,
-        multi_label=ds.multi_label,
-        train=True,
-        flip=config.flip,
-    )
-    return DataLoader(
-        clips,
-        batch_size=config.batch_size,
-        sampler=ClipSampler(len(clips), config.seed),
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
-        # A private generator: worker seeds must not draw from the (seeded) global stream, or
-        # the dropout masks would change with the number of workers.
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-
-
 def _score(
     model: nn.Module,
     data: TrainData,
@@ -320,19 +308,21 @@ def _score(
     amp_dtype: torch.dtype | None,
 ) -> dict[str, float]:
     ds = data.dataset
+    clips = ClipDataset(
+        data.frames,
+        ds.val,
+        clip,
+        num_classes=ds.num_classes,
+        multi_label=ds.multi_label,
+        train=False,
+        num_clips=config.val_clips,
+    )
+    num_batches = math.ceil(len(clips) / config.batch_size)  # a worker more would idle
     return score_videos(
         model,
-        ClipDataset(
-            data.frames,
-            ds.val,
-            clip,
-            num_classes=ds.num_classes,
-            multi_label=ds.multi_label,
-            train=False,
-            num_clips=config.val_clips,
-        ),
+        clips,
         batch_size=config.batch_size,
-        num_workers=config.num_workers,
+        num_workers=min(loader_workers(config, device), num_batches),
         seed=config.seed,
         device=device,
         amp_dtype=amp_dtype,
@@ -358,16 +348,18 @@ def score_videos(
     loader = DataLoader(
         clips,
         batch_size=batch_size,
-        num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
+        **loader_options(num_workers, device),
     )
     model.eval()
     logits = []
     for x, _ in loader:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(clips.spec.normalization.apply(x.to(device)))
-        logits.append(out.float().cpu())
-    per_video = _video_means(torch.cat(logits), torch.tensor(clips.video_of), len(clips.videos))
+            out = model(clips.spec.normalization.apply(x.to(device, non_blocking=True)))
+        logits.append(out.float())
+    # Brought back once, not per batch: each copy back would wait for the GPU.
+    per_clip = torch.cat(logits).cpu()
+    per_video = _video_means(per_clip, torch.tensor(clips.video_of), len(clips.videos))
     targets = torch.stack([clips.target(i) for i in range(len(clips.videos))])
     if clips.multi_label:
         return multi_label_scores(per_video, targets)
