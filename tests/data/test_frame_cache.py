@@ -298,3 +298,22 @@ def test_missing_names_what_indexing_would_decode_at_a_stat_per_video(tmp_path, 
     encode_video(many[3], frames(4, 32, 48, shift=99))  # changed since
     next(cache.index(many[5:6]).entries.values().__iter__()).file.unlink()  # frames gone
     assert cache.missing(many) == [many[3], many[5]]
+
+
+def test_videos_left_out_are_not_looked_at_and_the_listing_serves_alike(
+    tmp_path, videos, monkeypatch
+) -> None:
+    cache = FrameCache(tmp_path / "cache", short_side=24)
+    present = [path for name, path in videos.items() if name != "missing"]
+    first = cache.index(present, on_skip=lambda _: None)
+    (listing,) = (tmp_path / "cache" / "indexes").iterdir()
+    written = listing.read_text()
+    monkeypatch.setattr(FrameCache, "_entry_or_reason", not_again)
+    bad = frozenset([videos["corrupt"], videos["empty"]])
+    left = cache.index(present, leave_out=bad)  # as a search's worker: the same listing
+    assert left.skipped == () and left.entries == first.entries
+    assert listing.read_text() == written  # what it knew of the videos left out is kept
+
+
+def not_again(*args, **kwargs):
+    raise AssertionError("a listed video was keyed, hashed or opened again")

@@ -48,7 +48,7 @@ def local_ray() -> Iterator[None]:
 
 
 def test_every_video_is_cached_once_and_the_unreadable_one_reported(
-    synth, tmp_path, local_ray
+    synth, tmp_path, local_ray, monkeypatch
 ) -> None:
     data = DataSection(str(synth), cache_dir=str(tmp_path / "frames"), cache_size=32)
     told: list[tuple[int, int]] = []
@@ -59,8 +59,15 @@ def test_every_video_is_cached_once_and_the_unreadable_one_reported(
     assert len(entries(tmp_path / "frames")) == len(paths) - 1
     assert told[-1] == (len(paths), len(paths)) and len(told) > 1  # several chunks
     assert not list((tmp_path / "frames").glob(".probe-*"))
-    index = data.frame_cache().index(paths, on_skip=lambda _: None)  # nothing left to decode
-    assert len(index.entries) == len(paths) - 1
+    # The build listed what it found: opening the dataset keys, hashes and opens no entry.
+    monkeypatch.setattr(frame_cache.FrameCache, "_entry_or_reason", not_again)
+    index = data.frame_cache().index(paths, on_skip=lambda _: None)
+    assert len(index.entries) == len(paths) - 1 and [s.path for s in index.skipped] == [broken]
+    assert data.frame_cache().missing(paths) == []
+
+
+def not_again(*args, **kwargs):
+    raise AssertionError("a video the build listed was keyed, hashed or opened again")
 
 
 def test_a_cache_that_would_pass_its_budget_is_refused(synth, tmp_path, local_ray) -> None:

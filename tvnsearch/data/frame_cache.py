@@ -133,9 +133,11 @@ class FrameCache:
         failure = file.with_suffix(".fail")
         if not file.exists() and failure.exists():
             raise InputError(str(path), failure.read_text().strip())
-        if not file.exists() or not _readable(file):
+        header = _whole_header(file)
+        if header is None:
             self._decode_with_retries(path, file, failure)
-        t, h, w = frame_file(file).shape
+            header = FrameFile.open(file)
+        t, h, w = header.shape
         return CachedVideo(path, file, t, h, w)
 
     def _decode_with_retries(self, path: Path, file: Path, failure: Path) -> None:
@@ -182,13 +184,15 @@ class FrameCache:
         on_skip: Callable[[Skipped], None] | None = None,
         on_video: Callable[[int, int], None] | None = None,
         listing: bool = True,
+        leave_out: frozenset[Path] = frozenset(),
     ) -> FrameIndex:
         """Cache every video of ``paths``; unreadable ones are skipped (reported once each).
 
         ``strict`` raises one ``InputError`` from ``source`` naming every unreadable video instead.
         ``on_video(done, total)`` is told of each video as it is done (decoded, or found cached).
         ``listing``: keep (and use) the listing of ``paths``; a part of a dataset cached by one of
-        several tasks has none of its own.
+        several tasks has none of its own. ``leave_out``: videos of ``paths`` not to look at (found
+        unreadable elsewhere); they are in no result, and the listing of ``paths`` serves alike.
         """
         paths = list(dict.fromkeys(paths))
         try:
@@ -196,25 +200,29 @@ class FrameCache:
         except OSError as exc:
             why = exc.strerror or exc
             raise InputError(str(self.root), f"cannot create the frame cache: {why}") from None
-        listing_file = self.root / "indexes" / f"{_listing_key(paths, self.storage)}.json"
+        listing_file = self._listing_file(paths)
         known = _read_listing(listing_file) if listing else {}
+        looked = [p for p in paths if p not in leave_out]
         results: list[Found] = []
         stats: list[list[int]] = []
-        budget = Budget(self, len(paths), source)
+        budget = Budget(self, len(looked), source)
         pool = ThreadPoolExecutor(max(1, num_workers))
         try:
-            for result, stat in pool.map(lambda path: self._known_or_entry(path, known), paths):
+            for result, stat in pool.map(lambda path: self._known_or_entry(path, known), looked):
                 results.append(result)
                 stats.append(stat)
                 budget.add(result)
                 if on_video is not None:
-                    on_video(len(results), len(paths))
+                    on_video(len(results), len(looked))
         finally:  # an error or an interrupt: the videos not begun are not decoded
             pool.shutdown(cancel_futures=True)
-        pairs = list(zip(paths, results, strict=True))
+        pairs = list(zip(looked, results, strict=True))
         if listing:
-            found = zip(paths, results, stats, strict=True)
-            _write_listing(listing_file, self.root, found, known)
+            videos = {str(p): known[str(p)] for p in leave_out if str(p) in known}  # kept
+            for video, result, stat in zip(looked, results, stats, strict=True):
+                if (record := listing_record(self.root, result, stat)) is not None:
+                    videos[str(video)] = record
+            _write_listing(listing_file, videos, known)
         entries = {p: r for p, r in pairs if isinstance(r, CachedVideo)}
         budget.make_room({e.file for e in entries.values()})
         skipped = tuple(Skipped(p, r) for p, r in pairs if isinstance(r, str))
@@ -228,8 +236,20 @@ class FrameCache:
         """The videos of ``paths`` that its listing does not know as they are now (cached, or
         unreadable): what indexing ``paths`` would decode. A stat per video."""
         paths = list(dict.fromkeys(paths))
-        known = _read_listing(self.root / "indexes" / f"{_listing_key(paths, self.storage)}.json")
+        known = _read_listing(self._listing_file(paths))
         return [p for p in paths if not self._listed(p, known.get(str(p)))]
+
+    def add_to_listing(self, paths: Iterable[Path], records: Mapping[str, dict]) -> None:
+        """Put ``records`` (``listing_record``s by video, of some of ``paths``: what tasks that
+        cached them found) into the listing of ``paths``, so that indexing them next costs a stat
+        per video instead of resolving, hashing and opening each."""
+        file = self._listing_file(paths)
+        known = _read_listing(file)
+        _write_listing(file, {**known, **records}, known)
+
+    def _listing_file(self, paths: Iterable[Path]) -> Path:
+        """Where the listing of the videos ``paths`` (in any order) is kept."""
+        return self.root / "indexes" / f"{_listing_key(paths, self.storage)}.json"
 
     def _listed(self, path: Path, record: dict | None) -> bool:
         try:
@@ -345,8 +365,9 @@ def _gb(size: float) -> str:
 LISTING_FORMAT = "listing/1"
 
 
-def _listing_key(paths: list[Path], storage: Storage) -> str:
-    text = "\n".join([f"{FORMAT}|{LISTING_FORMAT}|{storage.key}", *sorted(map(str, paths))])
+def _listing_key(paths: Iterable[Path], storage: Storage) -> str:
+    names = sorted({str(p) for p in paths})
+    text = "\n".join([f"{FORMAT}|{LISTING_FORMAT}|{storage.key}", *names])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -360,37 +381,33 @@ def _read_listing(path: Path) -> dict[str, dict]:
         return {}
 
 
-def _write_listing(
-    path: Path,
-    root: Path,
-    found: Iterable[tuple[Path, Found, list[int]]],
-    known: dict[str, dict],
-) -> None:
-    videos: dict[str, dict] = {}
-    for video, result, stat in found:
-        if not stat:
-            continue  # missing: looked at again next time
-        if isinstance(result, Passing):
-            continue  # looked at again next time
-        record: dict = {"stat": stat}
-        if isinstance(result, str):
-            record["reason"] = result
-        else:
-            record["file"] = str(result.file.relative_to(root))
-            record["shape"] = [result.num_frames, result.height, result.width]
-        videos[str(video)] = record
+def _write_listing(path: Path, videos: dict[str, dict], known: dict[str, dict]) -> None:
+    """Write the listing's ``videos`` records, unless they are what the ``known`` listing says."""
     if videos != known:
         with contextlib.suppress(OSError):  # a read-only shared cache: listed again next time
             atomic_write_text(path, json.dumps({"format": LISTING_FORMAT, "videos": videos}))
 
 
-def _readable(file: Path) -> bool:
-    """False for an entry damaged outside tvnsearch (renames never leave half a file)."""
+def listing_record(root: Path, result: Found, stat: list[int]) -> dict | None:
+    """What a listing keeps of a video found as ``result`` with ``stat`` (its size and
+    modification time); None for one to look at again next time (missing, or passing)."""
+    if not stat or isinstance(result, Passing):
+        return None
+    if isinstance(result, str):
+        return {"stat": stat, "reason": result}
+    file = str(result.file.relative_to(root))
+    return {"stat": stat, "file": file, "shape": [result.num_frames, result.height, result.width]}
+
+
+def _whole_header(file: Path) -> FrameFile | None:
+    """The header of a complete entry; None for one that is missing or damaged outside
+    tvnsearch (renames never leave half a file)."""
     try:
         header = FrameFile.open(file)
+        complete = file.stat().st_size == header.start + int(header.offsets[-1])
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return file.stat().st_size == header.start + int(header.offsets[-1])
+        return None
+    return header if complete else None
 
 
 def _warn(skipped: Skipped) -> None:

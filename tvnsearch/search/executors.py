@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from tvnsearch.data.frame_cache import Budget
+from tvnsearch.data.frame_cache import Budget, CachedVideo, Found, Passing, listing_record
 from tvnsearch.errors import SearchStopped
 from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
@@ -334,6 +334,7 @@ def cache_videos(
             running[ref] = len(chunk), drivers
     budget = Budget(data.frame_cache(), len(missing), source)
     unreadable: dict[Path, str] = {}
+    records: dict[str, dict] = {}  # what the driver's cache's listing keeps of each
     done, total = 0, sum(count for count, _ in running.values())
     try:
         while running:
@@ -341,31 +342,46 @@ def cache_videos(
             count, drivers = running.pop(ready[0])
             done += count
             found = ray.get(ready[0])
-            unreadable.update((Path(p), why) for p, why, _ in found if why and not _passing(why))
+            bad = [(Path(p), why) for p, why, _, _ in found if why and not isinstance(why, Passing)]
+            unreadable.update(bad)
             if drivers:
-                budget.add_sizes(size for _, _, size in found)
+                budget.add_sizes(size for _, _, size, _ in found)
+                records.update((p, record) for p, _, _, record in found if record is not None)
             if on_video is not None:
                 on_video(done, total)
     finally:
         for ref in running:
             ray.cancel(ref)
+    if records:  # opening the dataset next costs a stat per video, not a hash and an open
+        data.frame_cache().add_to_listing(map(Path, todo), records)
     return unreadable
 
 
-def _cache_chunk(data: DataSection, paths: list[str]) -> list[tuple[str, str | None, int | None]]:
-    """Cache ``paths`` into this node's frame cache of ``data``: (path, why it is unreadable or
-    None, the entry's bytes or None) each."""
+Chunk = list[tuple[str, str | None, int | None, dict | None]]
+
+
+def _cache_chunk(data: DataSection, paths: list[str]) -> Chunk:
+    """Cache ``paths`` into this node's frame cache of ``data``: for each, (path, why it is
+    unreadable or None, the entry's bytes or None, what the dataset's listing keeps of it)."""
     cache = replace(data.frame_cache(), budget=None)  # the driver keeps the budget: of them all
     index = cache.index(map(Path, paths), on_skip=lambda _: None, listing=False)
-    skipped = {str(s.path): s.reason for s in index.skipped}
-    sizes = {str(p): e.file.stat().st_size for p, e in index.entries.items()}
-    return [(p, skipped.get(p), sizes.get(p)) for p in paths]
+    found: dict[Path, Found] = {**index.entries, **{s.path: s.reason for s in index.skipped}}
+    out: Chunk = []
+    for name in paths:
+        path, result = Path(name), found[Path(name)]
+        size = result.file.stat().st_size if isinstance(result, CachedVideo) else None
+        record = listing_record(cache.root, result, _seen(path))
+        out.append((name, None if isinstance(result, CachedVideo) else result, size, record))
+    return out
 
 
-def _passing(why: str) -> bool:
-    from tvnsearch.data.frame_cache import Passing
-
-    return isinstance(why, Passing)
+def _seen(path: Path) -> list[int]:
+    """The size and modification time a listing checks (empty: the video cannot be read)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return []
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _builds(data: DataSection) -> tuple[list[list[str]], bool]:

@@ -171,7 +171,7 @@ def _search(
     profilers: dict[str, list[RemoteProfiler]] = {}
     try:
         task = _cached_task(config, [v.path for v in dataset.videos], source=source)
-        num_classes = prepared_data(task).dataset.num_classes
+        num_classes = dataset.num_classes
         for kind in devices:
             profilers[kind] = start_profilers(config, kind, logs[kind], neighbours)
         rooflines = {kind: run_roofline(run_dir, p[0]) for kind, p in profilers.items()}

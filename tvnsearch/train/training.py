@@ -117,11 +117,16 @@ def prepare_data(
     a search then reads the same ``TrainData``. ``on_video(done, total)`` follows the decoding
     (``FrameCache.index``)."""
     dataset = load_dataset(path, val_fraction=val_fraction, seed=split_seed)
-    paths = [v.path for v in dataset.videos if v.path not in leave_out]
+    paths = [v.path for v in dataset.videos]
     # Decoding threads: PyAV decodes without holding the GIL.
     workers = num_workers or os.cpu_count() or 1
     index = cache.index(
-        paths, strict=strict, source=dataset.source, num_workers=workers, on_video=on_video
+        paths,
+        strict=strict,
+        source=dataset.source,
+        num_workers=workers,
+        on_video=on_video,
+        leave_out=leave_out,
     )
     train = tuple(v for v in dataset.train if v.path in index.entries)
     val = tuple(v for v in dataset.val if v.path in index.entries)
