@@ -310,3 +310,18 @@ def test_a_large_network_is_timed_with_tiled_weights(monkeypatch) -> None:
 
 
 _tile = timing.tile_weights
+
+
+def test_cli_profiles_in_each_runtime_asked_for(capsys, tmp_path) -> None:
+    path = tmp_path / "g.json"
+    path.write_text(small_genome().to_json())
+    fast = ["--runs", "2", "--min-seconds", "0", "--warmup", "3", "--num-classes", "10"]
+    code = main(["profile", str(path), "--runtime", "eager,onnxruntime", "--json", *fast])
+    records = json.loads(capsys.readouterr().out)
+    assert code == 0 and [r["device"]["runtime"] for r in records] == ["eager", "onnxruntime"]
+    assert records[1]["device"]["runtime_version"] and records[1]["runtime_ms"] > 0
+    assert main(["profile", str(path), "--runtime", "torchscript", *fast]) == 0
+    assert f"in torchscript {torch.__version__}" in capsys.readouterr().out
+    assert main(["profile", str(path), "--runtime", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert "--runtime: must be one of ['eager', 'torchscript', 'onnxruntime'" in err

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import tomllib
+import types
 import typing
 from pathlib import Path
 
@@ -15,15 +16,13 @@ from tvnsearch.errors import InputError
 from tvnsearch.genome.space import load_space
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.search.recipe import (
-    DataSection,
-    ResourcesSection,
-    SearchSection,
+    TABLES,
+    ProfilerSection,
     load_recipe,
     recipe_from_dict,
     recipe_toml,
 )
 from tvnsearch.search.runs import check_cache_size, create_run, load_run, new_strategy
-from tvnsearch.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = """
@@ -181,13 +180,6 @@ def test_status_of_a_folder_that_is_no_run_exits_2(tmp_path, capsys) -> None:
     assert "not a run folder" in capsys.readouterr().err
 
 
-TABLES = {
-    "search": SearchSection,
-    "data": DataSection,
-    "train": TrainConfig,
-    "constraints": Constraints,
-    "resources": ResourcesSection,
-}
 # Numeric settings without LIMITS, each with the reason it takes any value. A new numeric field
 # needs LIMITS or a line here, or the walk below fails.
 UNLIMITED = {
@@ -207,7 +199,8 @@ def recipe_fields() -> list[tuple[str, type, dataclasses.Field]]:
 
 def kinds(cls: type, field: dataclasses.Field) -> set[type]:
     hint = typing.get_type_hints(cls)[field.name]
-    return {typing.get_origin(a) or a for a in typing.get_args(hint) or (hint,)} - {type(None)}
+    union = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return {typing.get_origin(a) or a for a in union} - {type(None)}
 
 
 def is_numeric(cls: type, field: dataclasses.Field) -> bool:
@@ -293,3 +286,43 @@ def test_a_run_recorded_before_compressed_frames_goes_on_with_raw_frames(tmp_pat
     assert (before.cache_codec, before.cache_fps) == ("raw", None)  # as its frames were kept
     assert (now.cache_codec, now.cache_fps) == ("jpeg", 30.0)
     assert before.sized(64).frame_cache().storage != now.sized(64).frame_cache().storage
+
+
+def test_the_profiler_table_names_the_runtime_and_the_node_to_measure_on(tmp_path) -> None:
+    text = RECIPE + '[resources]\naddress = "auto"\n[profiler]\nruntime = "onnxruntime"\n'
+    text += "resources = { jetson = 1, big_memory = 0.5 }\n"
+    config = load_recipe(write_recipe(tmp_path, text))
+    assert config.profiler == ProfilerSection("onnxruntime", {"jetson": 1, "big_memory": 0.5})
+    frozen = recipe_from_dict(tomllib.loads(recipe_toml(config)), source="frozen")
+    assert frozen == config
+    overridden = load_recipe(
+        write_recipe(tmp_path),
+        ["resources.address=auto", "profiler.runtime=torchscript", "profiler.resources.phone=2"],
+    )
+    assert overridden.profiler == ProfilerSection("torchscript", {"phone": 2})
+    assert load_recipe(write_recipe(tmp_path)).profiler == ProfilerSection()  # eager, anywhere
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["profiler.runtime=tensorrt"], "profiler.runtime: must be one of ['eager', "),
+        (["profiler.resources.jetson=1"], "profiler.resources: places the profilers on a node "),
+        (
+            ["resources.address=auto", "profiler.resources.jetson=0"],
+            "profiler.resources.jetson: must be a number > 0, but got 0",
+        ),
+        (
+            ["resources.address=auto", "profiler.resources.jetson=true"],
+            "profiler.resources.jetson: must be a number > 0, but got True",
+        ),
+        (
+            ["resources.address=auto", "profiler.resources.GPU=1"],
+            "profiler.resources.GPU: is Ray's own: set resources.profiler_threads",
+        ),
+    ],
+)
+def test_a_bad_profiler_setting_is_named(tmp_path, overrides, named) -> None:
+    with pytest.raises(InputError) as caught:
+        load_recipe(write_recipe(tmp_path), overrides)
+    assert named in str(caught.value)

@@ -274,6 +274,12 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     profile.add_argument("genome", help="genome JSON (native or the published TVN format)")
     profile.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     profile.add_argument("--threads", type=integer(1), default=1, help="CPU threads (1)")
+    profile.add_argument(
+        "--runtime",
+        default="eager",
+        help="what runs the network, or several, comma-separated: eager (default), "
+        "torchscript, onnxruntime, executorch",
+    )
     runs = integer(1, MAX_PROFILE_RUNS)
     profile.add_argument("--runs", type=runs, default=25, help="timed runs, at least (25)")
     profile.add_argument(
@@ -295,15 +301,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from tvnsearch.measure.device import check_device
     from tvnsearch.measure.measurement import measure
     from tvnsearch.measure.profile import Settings, describe_profile
+    from tvnsearch.measure.runtimes import check_runtime
     from tvnsearch.status import Status
 
     genome = load_genome(args.genome)
     check_device(args.device, threads=args.threads, source="command line")
+    runtimes = [name.strip() for name in args.runtime.split(",") if name.strip()] or ["eager"]
+    for name in runtimes:
+        check_runtime(name, args.device, source="command line", field="--runtime")
     cores = len(usable_cores())
     if args.device == "cpu" and args.threads > cores:
         why = f"this machine lets this process use {cores} core(s), but got {args.threads}"
         raise InputError("command line", [Problem("--threads", why)])
-    settings = Settings(args.device, args.threads, args.warmup, args.runs, args.min_seconds)
-    profile = measure(genome, args.num_classes, settings)
-    print(json.dumps(profile.to_dict(), indent=2) if args.json else describe_profile(profile))
-    return 0 if profile.status == Status.ADMITTED else 1
+    profiles = []
+    for name in dict.fromkeys(runtimes):
+        settings = Settings(
+            args.device, args.threads, args.warmup, args.runs, args.min_seconds, runtime=name
+        )
+        profiles.append(measure(genome, args.num_classes, settings))
+    if args.json:
+        records = [p.to_dict() for p in profiles]
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+    else:
+        print("\n\n".join(describe_profile(p) for p in profiles))
+    return 0 if all(p.status == Status.ADMITTED for p in profiles) else 1

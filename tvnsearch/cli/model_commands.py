@@ -156,11 +156,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def describe_export(e: Exported) -> str:
     text = f"wrote {e.folder} in {e.seconds:.1f} s: {', '.join(e.files)}"
-    if e.torchscript_max_abs_diff is not None:
-        text += f"; TorchScript max abs diff {e.torchscript_max_abs_diff:.2e}"
-    if e.onnx_max_abs_diff is not None:
-        text += f"; ONNX in onnxruntime max abs diff {e.onnx_max_abs_diff:.2e}"
-    return text
+    errors = ", ".join(f"{name} {error:.1e}" for name, error in e.errors.items())
+    return f"{text}; relative error from PyTorch: {errors}" if errors else text
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from tvnsearch.data.clips import Normalization
 from tvnsearch.data.synth import SynthConfig, render_video
 from tvnsearch.data.video import decode_video, encode_video
-from tvnsearch.delta.network import DeltaNetwork, DeltaSummary, enable_delta, fold_batch_norms
+from tvnsearch.delta.network import DeltaNetwork, DeltaSummary, enable_delta
 from tvnsearch.measure.timing import keep_freed_memory
+from tvnsearch.models.inference import inference_copy
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def measure_delta(
         raise ValueError(f"frames must be (T >= 2, C, H, W), but got {tuple(frames.shape)=}.")
     keep_freed_memory()
     model = copy.deepcopy(model).eval()
-    folded = fold_batch_norms_copy(model)
+    folded = inference_copy(model)
     delta = enable_delta(
         model, threshold=threshold, refresh_limit=refresh_limit, all_layers=all_layers
     )
@@ -84,12 +85,6 @@ def measure_delta(
         delta.summary(),
         layer_ms,
     )
-
-
-def fold_batch_norms_copy(model: nn.Module) -> nn.Module:
-    folded = copy.deepcopy(model).eval()
-    fold_batch_norms(folded)
-    return folded
 
 
 def static_camera_frames(

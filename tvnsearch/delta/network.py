@@ -21,16 +21,13 @@ import copy
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from tvnsearch.delta.conv import DeltaConv2d, supports_delta
 from tvnsearch.delta.layers import DeltaLayer, DeltaPolicy, LayerStats
 from tvnsearch.delta.linear import DeltaLinear
-from tvnsearch.models.layers import NonLocal, Pointwise, SpatialConv, TemporalConv
-
-_CONV_WRAPPERS = (Pointwise, SpatialConv, TemporalConv)  # channels stay on axis 1
+from tvnsearch.models.inference import fold_batch_norms
+from tvnsearch.models.layers import NonLocal
 
 
 @dataclass(frozen=True)
@@ -109,21 +106,6 @@ def enable_delta(
     return DeltaNetwork(copied, layers)
 
 
-def fold_batch_norms(module: nn.Module) -> int:
-    """Fold every eval-mode batch norm that directly follows a convolution inside an
-    ``nn.Sequential`` into that convolution (replacing the norm by ``nn.Identity``); in place.
-    Returns how many were folded."""
-    folded = 0
-    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, norm = _conv_of(seq[i]), seq[i + 1]
-            if conv is not None and _foldable(norm, conv):
-                _fold(conv, norm)
-                seq[i + 1] = nn.Identity()
-                folded += 1
-    return folded
-
-
 def swap_delta_layers(module: nn.Module, policy: DeltaPolicy) -> dict[str, DeltaLayer]:
     """Replace, in place, every supported ``nn.Conv2d`` and every ``nn.Linear`` under
     ``module`` (outside non-local blocks) by its delta layer; returns them by qualified name."""
@@ -146,30 +128,3 @@ def _delta_of(child: nn.Module, policy: DeltaPolicy) -> DeltaLayer | None:
     if isinstance(child, nn.Linear):
         return DeltaLinear(child, policy)
     return None
-
-
-def _conv_of(m: nn.Module) -> nn.Conv2d | None:
-    if isinstance(m, _CONV_WRAPPERS):
-        return m.conv
-    return m if isinstance(m, nn.Conv2d) else None
-
-
-def _foldable(norm: nn.Module, conv: nn.Conv2d) -> bool:
-    return (
-        isinstance(norm, _BatchNorm)
-        and not norm.training
-        and norm.running_mean is not None
-        and norm.num_features == conv.out_channels
-    )
-
-
-@torch.no_grad()
-def _fold(conv: nn.Conv2d, norm: _BatchNorm) -> None:
-    assert norm.running_mean is not None and norm.running_var is not None
-    scale = torch.rsqrt(norm.running_var + norm.eps)
-    shift = -norm.running_mean * scale
-    if norm.affine:
-        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-    conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter(bias * scale + shift)

@@ -5,29 +5,31 @@
     OUT/<run>-c<id>/  genome.json          native canonical genome (always)
                       tvn.json             published TVN format (tvn-json; when the genome fits)
                       weights.safetensors  trained weights + genome, clip, classes in metadata
-                      model.ts             TorchScript (torchscript), eval mode
+                      model.ts             TorchScript, frozen (torchscript)
                       model.onnx           ONNX (onnx), checked in onnxruntime
+                      model.pte            ExecuTorch, XNNPACK (executorch; where installed)
                       card.json            model card, machine-readable
                       MODEL_CARD.md        the same card, for people
 
 Everything comes from the run folder alone (recipe, lineage, ``weights/``), without Ray or the
 data. Every requested candidate is checked before anything is written, and each folder is
-built under a hidden name and renamed into place: a folder under OUT is whole or absent. Both
-compiled models take a float32 clip ``(B, 3, T, H, W)``, already normalised, with any batch
-size; each is compared with the PyTorch model on a random clip of another batch size than the
-one it was made with, and the largest absolute difference goes into the card.
+built under a hidden name and renamed into place: a folder under OUT is whole or absent. The
+compiled files are those of ``tvnsearch.measure.runtimes``, written by the functions the
+profiler times them with; the file of the runtime the search was measured in is always among
+them, so that the card's latency is that file's. Each takes a float32 clip ``(B, 3, T, H, W)``,
+already normalised, with any batch size; each is compared with the PyTorch model on a random
+clip of another batch size than the one it was made with, and its relative error goes into the
+card.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,21 +42,29 @@ from tvnsearch.data.clips import ClipSpec
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.export.model_card import candidate_card, render_markdown
 from tvnsearch.genome.tvn_format import to_tvn_dict
+from tvnsearch.measure.runtimes import (
+    CHECK_BATCH,
+    RUNTIMES,
+    Runtime,
+    check_agrees,
+    relative_error,
+)
 from tvnsearch.search.lineage import best, read_lineage
 from tvnsearch.search.runs import load_run
 from tvnsearch.train.weights import ModelInfo, load_model, run_weights_path
 
-FORMATS = ("torchscript", "onnx", "tvn-json")
-EXAMPLE_BATCH = 2  # torch.export would fix a batch dimension of size 1 to 1
-CHECK_BATCH = 3  # not the example's: shows that the batch dimension was left free
+# Each compiled format is a runtime's file (``tvnsearch.measure.runtimes``): the file a search
+# timed in that runtime, written by the same function.
+FORMAT_RUNTIMES = {"torchscript": "torchscript", "onnx": "onnxruntime", "executorch": "executorch"}
+RUNTIME_FORMATS = {runtime: f for f, runtime in FORMAT_RUNTIMES.items()}
+FORMATS = (*FORMAT_RUNTIMES, "tvn-json")
 
 
 @dataclass(frozen=True)
 class Exported:
     folder: Path
     files: tuple[str, ...]
-    torchscript_max_abs_diff: float | None
-    onnx_max_abs_diff: float | None
+    errors: dict[str, float]  # each compiled file's relative error from the PyTorch module
     seconds: float
 
 
@@ -64,7 +74,16 @@ def parse_formats(text: str) -> tuple[str, ...]:
     if unknown or not names:
         why = f"must be a comma-separated list of {list(FORMATS)}, but got {text!r}"
         raise InputError("--format", why)
+    for name in names:
+        _check_can_write(name, source="--format")
     return names
+
+
+def _check_can_write(name: str, *, source: str) -> None:
+    runtime = FORMAT_RUNTIMES.get(name)
+    why = RUNTIMES[runtime].missing("cpu") if runtime else None
+    if why is not None:
+        raise InputError(source, f"cannot write {name}: {why}")
 
 
 def select_candidates(
@@ -116,6 +135,10 @@ def export_run(
         if dest.exists():
             raise InputError(str(dest), "already exists; remove it or export to another --out")
         jobs.append((cid, path, model, info, dest))
+    measured_in = RUNTIME_FORMATS.get(config.profiler.runtime)  # eager: the weights, always kept
+    if measured_in and measured_in not in formats:
+        _check_can_write(measured_in, source=f"{run_dir} (measured in {config.profiler.runtime})")
+        formats = (*formats, measured_in)
     done = []
     for cid, path, model, info, dest in jobs:
         card = candidate_card(dest.name, info, run_dir, frame, cid, config)
@@ -173,14 +196,8 @@ def write_export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    checks = card["checks"]
-    return Exported(
-        dest,
-        tuple(card["files"]),
-        checks["torchscript_max_abs_diff"],
-        checks["onnx_max_abs_diff"],
-        time.perf_counter() - started,
-    )
+    errors = card["checks"]["relative_errors"]
+    return Exported(dest, tuple(card["files"]), errors, time.perf_counter() - started)
 
 
 def _write_files(
@@ -199,33 +216,39 @@ def _write_files(
         files["tvn.json"] = "the genome in the published Tiny Video Networks format"
     (folder / "weights.safetensors").write_bytes(weights)
     files["weights.safetensors"] = "trained weights; metadata: genome, clip and classes"
-    example, check = _clip(info.clip, EXAMPLE_BATCH, 0), _clip(info.clip, CHECK_BATCH, 1)
-    ts_diff = onnx_diff = None
-    if "torchscript" in formats:
-        ts_diff = _write_torchscript(model, folder / "model.ts", example, check)
-        files["model.ts"] = f"TorchScript (torch.jit.load); max abs diff from PyTorch {ts_diff:.2e}"
-    if "onnx" in formats:
-        onnx_diff = _write_onnx(model, folder / "model.onnx", example, check)
-        files["model.onnx"] = f"ONNX, input `clip`; onnxruntime max abs diff {onnx_diff:.2e}"
-    stream_diff = None
+    errors: dict[str, float] = {}
+    clip_shape = (3, info.clip.num_frames, info.clip.resolution, info.clip.resolution)
+    for runtime in (RUNTIMES[FORMAT_RUNTIMES[f]] for f in formats if f in FORMAT_RUNTIMES):
+        errors[runtime.file_name] = _write_checked(runtime, model, clip_shape, info.clip, folder)
+        how = f"{_HOW_TO_RUN[runtime.name]}; relative error from PyTorch {{:.1e}}"
+        files[runtime.file_name] = how.format(errors[runtime.file_name])
     if "torchscript" in formats and info.genome.pipeline_depth > 0:
-        stream_diff = _write_stream(model, folder / "stream.ts", check)
+        errors["stream.ts"] = _write_stream(model, folder / "stream.ts", _clip(info.clip, 3, 1))
         files["stream.ts"] = (
             "TorchScript, frame by frame: forward(frame, state) -> (logits, state), "
-            f"initial_state(batch_size), clip_logits(state); max abs diff {stream_diff:.2e}"
+            f"initial_state(batch_size), clip_logits(state); relative error "
+            f"{errors['stream.ts']:.1e}"
         )
     files |= {"card.json": "this card, machine-readable", "MODEL_CARD.md": "this card"}
-    checks = {
-        "torchscript_max_abs_diff": ts_diff,
-        "onnx_max_abs_diff": onnx_diff,
-        "stream_max_abs_diff": stream_diff,
-    }
     return {
         **card,
         "tvn_format": {"fits": tvn is not None, "why_not": why_not},
         "files": files,
-        "checks": checks,
+        "checks": {"relative_errors": errors},
     }
+
+
+def _write_checked(
+    runtime: Runtime, model: nn.Module, clip_shape: tuple[int, ...], clip: ClipSpec, folder: Path
+) -> float:
+    """Write ``runtime``'s file with the writer the profiler uses, load it back, and compare it
+    with the module on pixels as the model sees them (``Mismatch`` over the tolerance)."""
+    path = folder / runtime.file_name
+    runtime.write(model, clip_shape, path)
+    forward = runtime.load(path, "cpu", torch.get_num_threads())
+    check = _clip(clip, CHECK_BATCH, 1)
+    with torch.inference_mode():
+        return check_agrees(runtime.name, forward(check), model(check), "cpu")
 
 
 def _tvn_dict(info: ModelInfo) -> tuple[dict[str, Any] | None, str | None]:
@@ -245,17 +268,6 @@ def _clip(clip: ClipSpec, batch: int, seed: int) -> Tensor:
 
 
 @torch.no_grad()
-def _write_torchscript(model: nn.Module, path: Path, example: Tensor, check: Tensor) -> float:
-    with warnings.catch_warnings():
-        # Tracer warnings about shapes read as Python numbers: the geometry of a TVN is fixed
-        # by its genome, and the trace is checked right below on another batch size.
-        warnings.simplefilter("ignore")
-        torch.jit.trace(model, example).save(str(path))
-        loaded = torch.jit.load(str(path))
-    return _max_abs_diff(loaded(check), model(check))
-
-
-@torch.no_grad()
 def _write_stream(model: nn.Module, path: Path, check: Tensor) -> float:
     """A pipelined network's step function with explicit state, checked on a whole clip: its
     clip logits after the last frame against the clip forward of the model."""
@@ -268,42 +280,11 @@ def _write_stream(model: nn.Module, path: Path, check: Tensor) -> float:
     state = loaded.initial_state(check.shape[0])
     for frame in check.unbind(2):
         _, state = loaded(frame, state)
-    return _max_abs_diff(loaded.clip_logits(state), model(check))
+    return relative_error(loaded.clip_logits(state), model(check))
 
 
-@torch.no_grad()
-def _write_onnx(model: nn.Module, path: Path, example: Tensor, check: Tensor) -> float:
-    import onnxruntime
-
-    batch = {0: torch.export.Dim("batch")}
-    with warnings.catch_warnings(), _quiet("torch.onnx"):
-        warnings.simplefilter("ignore")  # deprecation notices from inside the exporter
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["clip"],
-            output_names=["logits"],
-            dynamic_shapes={"x": batch},
-            external_data=False,
-            verbose=False,
-        )
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(["logits"], {"clip": check.numpy()})
-    return _max_abs_diff(torch.from_numpy(logits), model(check))
-
-
-@contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` (the ONNX exporter logs every optional op it skips)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _max_abs_diff(a: Tensor, b: Tensor) -> float:
-    return float((a.float() - b.float()).abs().max())
+_HOW_TO_RUN = {
+    "torchscript": "TorchScript, frozen (batch norm folded): torch.jit.load",
+    "onnxruntime": "ONNX, input `clip`, output `logits`: onnxruntime.InferenceSession",
+    "executorch": "ExecuTorch program, XNNPACK delegate: executorch.runtime",
+}

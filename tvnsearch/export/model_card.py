@@ -19,6 +19,7 @@ import pandas as pd
 
 from tvnsearch.data.clips import ClipSpec
 from tvnsearch.genome.cost import count_cost
+from tvnsearch.measure.runtimes import RUNTIMES
 from tvnsearch.search.lineage import ancestors
 from tvnsearch.search.recipe import RunConfig
 from tvnsearch.train.weights import ModelInfo
@@ -85,13 +86,20 @@ def candidate_card(
             "candidate_id": candidate_id,
             "strategy": str(row["strategy"]),
         },
-        "runtime": {k: plain(row[k]) for k in RUNTIME},
+        "runtime": {k: plain(row[k]) for k in RUNTIME} | measured_file(config.profiler.runtime),
         "scores": {k: plain(row[k]) for k in SCORES},
         # ``iterations``: what this candidate trained, fewer than the recipe's where
         # multi-fidelity training stopped it at a rung.
         "training": {**training_section(config), "iterations": plain(row["iterations"])},
         "lineage": lineage_section(frame, candidate_id),
     }
+
+
+def measured_file(runtime: str) -> dict[str, str]:
+    """Which runtime the card's latencies were measured in, and the file of the export that
+    runtime runs (the file the profiler timed was written by the same function)."""
+    file_name = RUNTIMES[runtime].file_name or "weights.safetensors"
+    return {"runtime": runtime, "file": file_name}
 
 
 def training_section(config: RunConfig) -> dict[str, Any]:
@@ -188,9 +196,12 @@ def _cost_text(card: Mapping[str, Any]) -> str:
         ("FLOPs per clip", f"{cost['flops']:,}"),
         ("peak memory", "not measured" if memory is None else f"{memory:.2f} MB"),
     ]
+    measured_in = ""
+    if runtime.get("runtime"):  # cards from before runtimes were chosen have none
+        measured_in = f", in {runtime['runtime']}: the latency of `{runtime['file']}`"
     for kind in ("cpu", "gpu"):
         ms, device = runtime.get(f"{kind}_ms"), runtime.get(f"{kind}_device")
-        text = "not measured" if ms is None else f"{ms:.3f} ms per clip on `{device}`"
+        text = "not measured" if ms is None else f"{ms:.3f} ms per clip on `{device}`{measured_in}"
         rows.append((f"{kind.upper()} runtime", text))
     return "## Cost\n\n" + _table(("measure", "value"), rows)
 

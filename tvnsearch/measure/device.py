@@ -16,26 +16,50 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class DeviceSignature:
-    """The CPU model or GPU name, the intra-op thread count and the torch build."""
+    """The CPU model or GPU name, the intra-op thread count, the torch build, the runtime that
+    ran the network (``tvnsearch.measure.runtimes``) and its version, and the machine (a Ray
+    node's host and id, where a profiler was placed on one)."""
 
     kind: str  # "cpu" or "cuda"
     name: str
     threads: int
     torch_version: str
+    runtime: str = "eager"
+    runtime_version: str = ""  # eager: torch_version
+    node: str = ""
+
+    @property
+    def hardware_key(self) -> str:
+        """The device alone: what its roofline is kept by."""
+        return f"{self.kind}|{self.name}|threads={self.threads}|torch={self.torch_version}"
 
     @property
     def key(self) -> str:
-        return f"{self.kind}|{self.name}|threads={self.threads}|torch={self.torch_version}"
+        """What a profile may be reused on: the device and the runtime (any machine of the same
+        model: a resumed search on a new cluster measures nothing again)."""
+        if self.runtime == "eager":  # the key of profiles from before runtimes were chosen
+            return self.hardware_key
+        return f"{self.hardware_key}|{self.runtime}={self.runtime_version}"
+
+    @property
+    def label(self) -> str:
+        """The key and the machine: what the lineage records next to each runtime."""
+        return f"{self.key}|node={self.node}" if self.node else self.key
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def device_signature(kind: str, threads: int) -> DeviceSignature:
+def device_signature(
+    kind: str, threads: int, runtime: str = "eager", node: str = ""
+) -> DeviceSignature:
     import torch  # here, not at the top: records and gate decisions need no torch
 
+    from tvnsearch.measure.runtimes import RUNTIMES
+
     name = torch.cuda.get_device_name() if kind == "cuda" else cpu_model()
-    return DeviceSignature(kind, name, threads, torch.__version__)
+    version = "" if runtime == "eager" else RUNTIMES[runtime].version()
+    return DeviceSignature(kind, name, threads, torch.__version__, runtime, version, node)
 
 
 @cache

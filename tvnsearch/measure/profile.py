@@ -1,9 +1,11 @@
 """The record of one on-device measurement (``Profile``) and how it is taken (``Settings``).
 
 One clip (batch 1) at the genome's own input size, in inference mode, on a fixed number of CPU
-threads or on the GPU. A cold run, a short probe, the rest of the warm-up, then the timed runs: the
-median and the interquartile range of those are the figures. With ``stop_above_ms`` the probe
-decides early: when even its fastest run is slower than that, the measurement stops there.
+threads or on the GPU, in one runtime (PyTorch eager, or the file another runtime runs: see
+``tvnsearch.measure.runtimes``; peak memory and a stream's frames are PyTorch eager's). A cold
+run, a short probe, the rest of the warm-up, then the timed runs: the median and the
+interquartile range of those are the figures. With ``stop_above_ms`` the probe decides early:
+when even its fastest run is slower than that, the measurement stops there.
 
 ``tvnsearch.measure.measurement.measure`` takes one.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tvnsearch.measure.device import DeviceSignature
+from tvnsearch.measure.runtimes import RUNTIMES
 from tvnsearch.status import Status
 
 PROBE_RUNS = 2  # after the cold run: enough to see a clear violator, cheap for everyone else
@@ -33,9 +36,14 @@ class Settings:
     # repeated measurements on an idle core, a second of runs keeps it near 1 %.
     min_seconds: float = 1.0
     seed: int = 0  # weights and clip; runtime barely depends on them, but repeats should not
+    runtime: str = "eager"  # what runs the network (``tvnsearch.measure.runtimes.RUNTIMES``)
+    # A shell command that times the runtime's file on another device (``file_timing``); "":
+    # timed in this process.
+    command: str = ""
 
     def __post_init__(self) -> None:
         assert self.device in ("cpu", "cuda"), self.device
+        assert self.runtime in RUNTIMES, self.runtime
         assert self.threads >= 1 and self.runs >= 1 and self.warmup >= 1, self
         assert self.min_seconds >= 0, self
 
@@ -172,9 +180,10 @@ _LEGACY_STATUS = {"measured": "admitted", "stopped_early": "rejected", "out_of_m
 def describe_profile(p: Profile) -> str:
     """A few lines for people: the figures, or the reason there are none."""
     d = p.device
+    runtime = "PyTorch eager" if d.runtime == "eager" else f"{d.runtime} {d.runtime_version}"
     lines = [
         f"genome {p.genome_id} on {d.kind} ({d.name}), {d.threads} thread(s), "
-        f"torch {d.torch_version}"
+        f"torch {d.torch_version}, in {runtime}" + (f", on {d.node}" if d.node else "")
     ]
     if p.status == Status.ADMITTED:
         lines += [

@@ -1,9 +1,9 @@
-"""A profiler for one device: one measurement at a time, repeats answered from a cache.
+"""A profiler for one device and runtime: one measurement at a time, repeats answered from a cache.
 
 The cache is keyed by genome id, classifier width and device signature, so that a runtime is only
-ever reused on the device type, thread count and torch build it was taken with. A run keeps its
-profiles in a ``ProfileLog`` (JSON lines, appended by the driver as they arrive) and seeds the
-cache of a resumed search with it.
+ever reused on the device type, thread count, torch build and runtime it was taken with. A run
+keeps its profiles in a ``ProfileLog`` (JSON lines, appended by the driver as they arrive) and
+seeds the cache of a resumed search with it.
 """
 
 from __future__ import annotations
@@ -19,20 +19,49 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tvnsearch.errors import Notice
+from tvnsearch.errors import InputError, Notice, Problem
 from tvnsearch.files import atomic_write_text
-from tvnsearch.genome.genes import Genome
+from tvnsearch.genome.genes import Block, Genome
 from tvnsearch.measure.device import DeviceSignature, check_device, device_signature
 from tvnsearch.measure.measurement import measure
 from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import DEFAULT_SETTINGS, Profile, Settings, profile_from_dict
 from tvnsearch.measure.roofline import Roofline, device_roofline
+from tvnsearch.measure.runtimes import check_runtime
 from tvnsearch.status import Status
 
 if TYPE_CHECKING:
     from tvnsearch.measure.gate import Measurer
 
 CacheKey = tuple[str, int, str]
+# What a profiler with a command times first (``Profiler._identify``): a 3x3 convolution.
+IDENTIFY_GENOME = Genome(
+    resolution=16,
+    num_frames=2,
+    frame_stride=1,
+    pipeline_depth=0,
+    blocks=(
+        Block(
+            spatial_type="std",
+            spatial_kernel=3,
+            spatial_stride=1,
+            spatial_act="relu",
+            temporal_type="1d",
+            temporal_kernel=1,
+            temporal_stride=1,
+            temporal_act="relu",
+            num_filters=8,
+            expansion=0,
+            inverted_bottleneck=False,
+            squeeze_ratio=0.0,
+            context_gate=False,
+            non_local_width=0,
+            skip=False,
+            act="relu",
+            num_repeats=1,
+        ),
+    ),
+)
 
 
 class ProfileCache:
@@ -120,16 +149,29 @@ class Profiler:
         *,
         cache: ProfileCache | None = None,
         neighbours: Neighbours | None = None,
+        node: str = "",
     ) -> None:
         check_device(settings.device, threads=settings.threads, source="profiler")
+        check_runtime(settings.runtime, settings.device, source="profiler")
         self.settings = settings
-        self.signature = device_signature(settings.device, settings.threads)
+        self.signature = device_signature(settings.device, settings.threads, settings.runtime, node)
+        if settings.command:  # the device the command times on names the measurements
+            self.signature = self._identify()
         self.cache = cache if cache is not None else ProfileCache()
         self.num_measurements = 0
         self._lock = threading.Lock()  # one measurement at a time on this device
         self.neighbours = neighbours  # paused while measuring
         if neighbours is not None:
             neighbours.resume_all()  # a profiler before this one may have died pausing them
+
+    def _identify(self) -> DeviceSignature:
+        """The signature of the device that the settings' command times on: one small network
+        timed through it, which also shows the command works before any candidate needs it."""
+        probe = measure(IDENTIFY_GENOME, 2, self.settings, signature=self.signature)
+        if probe.status != Status.ADMITTED:
+            why = f"did not time a small network: {probe.reason}"
+            raise InputError("profiler", [Problem("profiler.command", why)])
+        return probe.device
 
     @functools.cached_property
     def roofline(self) -> Roofline:
@@ -153,7 +195,13 @@ class Profiler:
                 return cached
             quiet = self.neighbours.paused() if self.neighbours else contextlib.nullcontext()
             with quiet:
-                profile = measure(genome, num_classes, self.settings, stop_above_ms=stop_above_ms)
+                profile = measure(
+                    genome,
+                    num_classes,
+                    self.settings,
+                    stop_above_ms=stop_above_ms,
+                    signature=self.signature,
+                )
             self.num_measurements += 1
             if again and cached is not None and cached.status == profile.status == Status.ADMITTED:
                 profile = pooled(cached, profile)

@@ -13,10 +13,12 @@ import functools
 import gc
 import math
 import statistics
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,8 +27,10 @@ from torch import nn
 from tvnsearch.errors import describe_error
 from tvnsearch.genome.cost import Cost
 from tvnsearch.genome.genes import Genome
+from tvnsearch.measure.file_timing import time_elsewhere
 from tvnsearch.measure.memory import available_bytes, is_out_of_memory, peak_memory_bytes
 from tvnsearch.measure.profile import PROBE_RUNS, Settings
+from tvnsearch.measure.runtimes import RUNTIMES, Forward, prepare
 from tvnsearch.models.builder import TVN, build_model
 from tvnsearch.status import Status
 
@@ -52,11 +56,24 @@ def time_genome(
             f"{free / 2**20:,.0f} MiB free on {settings.device}",
         }
     model, clip = _prepare(genome, num_classes, settings, cost)
-    runs_ms, stopped = _time_runs(model, clip, settings, stop_above_ms)
+    elsewhere = {}
+    with tempfile.TemporaryDirectory(prefix="tvnsearch-runtime-") as folder:
+        runtime = RUNTIMES[settings.runtime]
+        forward, _ = prepare(runtime, model, clip, Path(folder), settings.threads)
+        if settings.command:  # the file just written and checked, timed on the other device
+            path, shape = Path(folder) / str(runtime.file_name), tuple(clip.shape[1:])
+            timed = time_elsewhere(settings.command, path, shape, settings)
+            runs_ms = timed.runs_ms
+            stopped = stop_above_ms is not None and min(runs_ms) > stop_above_ms
+            elsewhere = {"elsewhere": timed}
+        else:
+            runs_ms, stopped = _time_runs(forward, clip, settings, stop_above_ms)
+        del forward  # a session may hold its file open
     if stopped:
-        return {"status": Status.REJECTED, "stopped_early": True, "runs_ms": runs_ms}
+        return {"status": Status.REJECTED, "stopped_early": True, "runs_ms": runs_ms, **elsewhere}
     peak = peak_memory_bytes(model, clip)
-    return {"status": Status.ADMITTED, "runs_ms": runs_ms, "peak_memory_mb": peak / 2**20}
+    measured = {"status": Status.ADMITTED, "runs_ms": runs_ms, "peak_memory_mb": peak / 2**20}
+    return measured | elsewhere
 
 
 def _prepare(
@@ -120,10 +137,15 @@ def keep_freed_memory() -> None:
 
 
 def _time_runs(
-    model: nn.Module, clip: torch.Tensor, settings: Settings, stop_above_ms: float | None
+    model: Forward, clip: torch.Tensor, settings: Settings, stop_above_ms: float | None
 ) -> tuple[tuple[float, ...], bool]:
     keep_freed_memory()
-    timer = _CudaTimer(model, clip) if clip.is_cuda else partial(_time_cpu, model, clip)
+    if not clip.is_cuda:
+        timer = partial(_time_cpu, model, clip)
+    elif isinstance(model, nn.Module):  # eager, TorchScript
+        timer = _CudaTimer(model, clip)
+    else:  # a runtime with streams of its own, outside PyTorch's
+        timer = partial(_time_cuda_wall, model, clip)
     cold = partial(_cold_prefix, model, clip) if isinstance(model, TVN) else None
     with torch.inference_mode(), without_gc():
         return schedule_runs(timer, settings, stop_above_ms, cold)
@@ -188,7 +210,19 @@ def _num_runs(total_ms: float, seen: tuple[float, ...], at_least: int) -> int:
     return max(at_least, math.ceil(total_ms / per_run_ms))
 
 
-def _time_cpu(model: nn.Module, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
+def _time_cuda_wall(model: Forward, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
+    """Wall time from a synchronised start to a synchronised end, run by run."""
+    times = []
+    for _ in range(num_runs):
+        torch.cuda.synchronize()
+        start = time.perf_counter_ns()
+        model(clip)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return tuple(times)
+
+
+def _time_cpu(model: Forward, clip: torch.Tensor, num_runs: int) -> tuple[float, ...]:
     clock = _clock(clip)
     times = []
     for _ in range(num_runs):

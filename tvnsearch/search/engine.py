@@ -281,7 +281,7 @@ def gate_measurements(verdict: Verdict) -> dict[str, Any]:
         prefix = "cpu" if profile.device.kind == "cpu" else "gpu"
         values[f"{prefix}_ms"] = profile.runtime_ms
         values[f"{prefix}_noise_ms"] = profile.noise_ms
-        values[f"{prefix}_device"] = profile.device.key
+        values[f"{prefix}_device"] = profile.device.label
         if profile.peak_memory_mb is not None:
             values["memory_mb"] = profile.peak_memory_mb
     return values

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tvnsearch.data.frame_cache import Budget, CachedVideo, Found, Passing, listing_record
-from tvnsearch.errors import SearchStopped
+from tvnsearch.errors import InputError, Problem, SearchStopped
 from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.measure.affinity import pin_process, split_cores, usable_cores
@@ -49,20 +50,26 @@ class _ProfilerActor:
     def __init__(
         self,
         settings: Settings,
-        cores: tuple[int, ...],
+        cores: tuple[int, ...] | Slot,
         known: list[Profile],
         neighbours: str | None,
     ):
         import torch  # in the actor's process: the driver that starts it needs no torch
 
-        self.pinned = pin_process(cores)
+        self.cores = cores if not isinstance(cores, Slot) else cores.on_this_node(settings.threads)
+        self.pinned = pin_process(self.cores)
         _unniced()
         torch.set_num_threads(settings.threads)
         pause = Neighbours(neighbours) if neighbours else None
-        self.profiler = Profiler(settings, cache=ProfileCache(known), neighbours=pause)
+        node = f"{socket.gethostname()} node {_node_id()[:8]}"
+        self.profiler = Profiler(settings, cache=ProfileCache(known), neighbours=pause, node=node)
 
     def signature(self) -> DeviceSignature:
         return self.profiler.signature
+
+    def where(self) -> tuple[str, tuple[int, ...]]:
+        """The Ray node this profiler runs on, and its cores there."""
+        return _node_id(), tuple(self.cores)
 
     def roofline(self) -> Roofline:
         return self.profiler.roofline
@@ -82,6 +89,21 @@ class _ProfilerActor:
             "threads": torch.get_num_threads(),
             "pid": os.getpid(),
         }
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The ``index``-th of ``count`` profilers of a node that the driver does not see (a target
+    device placed by a custom resource): its cores are chosen on that node."""
+
+    index: int
+    count: int
+
+    def on_this_node(self, threads: int) -> tuple[int, ...]:
+        cores = usable_cores()
+        reserved = cores[-self.count * threads :]  # all of them on a device that only measures
+        mine = reserved[self.index * threads : (self.index + 1) * threads]
+        return mine or reserved[-threads:]
 
 
 def _unniced() -> None:
@@ -106,14 +128,16 @@ class RemoteProfiler:
     def __init__(
         self,
         settings: Settings,
-        cores: tuple[int, ...],
+        cores: tuple[int, ...] | Slot,
         *,
+        resources: dict[str, float] | None = None,
         known: Callable[[], list[Profile]] = list,
         neighbours: str | None = None,
         timeout_seconds: float = 600.0,
         max_deaths: int = 3,
     ) -> None:
-        self.settings, self.cores, self.known = settings, cores, known
+        self.settings, self.slot, self.known = settings, cores, known
+        self.resources = dict(resources or {})  # custom resources: the node to run on
         self.neighbours = neighbours  # a folder where the node's training workers register
         self.timeout_seconds, self.max_deaths = timeout_seconds, max_deaths
         self.num_deaths = 0  # in a row
@@ -121,14 +145,21 @@ class RemoteProfiler:
 
     def _start(self) -> None:
         options = {
-            "num_cpus": len(self.cores),
+            "num_cpus": self.settings.threads,
             "num_gpus": 1 if self.settings.device == "cuda" else 0,
+            "resources": self.resources,
             "max_concurrency": 1,  # one measurement at a time on this device
             "max_restarts": 0,  # replaced here, with a back-off and a limit
         }
         actor_class = ray.remote(_ProfilerActor).options(**options)
-        self.actor = actor_class.remote(self.settings, self.cores, self.known(), self.neighbours)
-        self.signature: DeviceSignature = ray.get(self.actor.signature.remote())
+        self.actor = actor_class.remote(self.settings, self.slot, self.known(), self.neighbours)
+        try:
+            self.signature: DeviceSignature = ray.get(self.actor.signature.remote())
+        except ray.exceptions.RayActorError as exc:  # it could not start: no candidate would do
+            raise SearchStopped(
+                f"the {self.settings.device} profiler did not start: {exc}"
+            ) from None
+        self.node, self.cores = ray.get(self.actor.where.remote())
 
     def roofline(self) -> Roofline:
         return ray.get(self.actor.roofline.remote())
@@ -190,26 +221,44 @@ def _failed(
 def start_profiler(
     settings: Settings = DEFAULT_SETTINGS,
     *,
-    cores: tuple[int, ...] | None = None,
+    cores: tuple[int, ...] | Slot | None = None,
+    resources: dict[str, float] | None = None,
     known: Callable[[], list[Profile]] = list,
     neighbours: str | None = None,
 ) -> RemoteProfiler:
-    """Start a profiler actor on ``cores`` (default: the last ``settings.threads`` cores).
+    """Start a profiler actor on ``cores`` (default: the last ``settings.threads`` cores), on a
+    node with ``resources`` where given (then ``cores`` is a ``Slot``: chosen on that node).
 
-    Ray must be initialised. The actor holds ``len(cores)`` of Ray's CPUs, and the GPU for CUDA.
+    Ray must be initialised. The actor holds ``settings.threads`` of Ray's CPUs, the GPU for
+    CUDA, and ``resources``.
     """
-    check_device(settings.device, threads=settings.threads, source="profiler")
+    if not resources:  # this machine's device; a placed profiler checks its own
+        check_device(settings.device, threads=settings.threads, source="profiler")
     if cores is None:
-        cores, _ = split_cores(settings.threads)
-    return RemoteProfiler(settings, tuple(cores), known=known, neighbours=neighbours)
+        cores = Slot(0, 1) if resources else split_cores(settings.threads)[0]
+    cores = cores if isinstance(cores, Slot) else tuple(cores)
+    return RemoteProfiler(settings, cores, resources=resources, known=known, neighbours=neighbours)
+
+
+def check_placeable(resources: dict[str, float], *, source: str) -> None:
+    """``InputError`` naming ``profiler.resources`` when no live node of the cluster has them."""
+    if not resources:
+        return
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if any(all(node.get(k, 0) >= v for k, v in resources.items()) for node in nodes):
+        return
+    custom = sorted({k for node in nodes for k in node if not _is_ray_own(k)})
+    why = f"no node of the Ray cluster has {resources} (its custom resources: {custom or 'none'})"
+    raise InputError(source, [Problem("profiler.resources", why)])
+
+
+def _is_ray_own(resource: str) -> bool:
+    return resource in ("CPU", "GPU", "memory", "object_store_memory") or resource.startswith(
+        ("node:", "accelerator_type:")
+    )
 
 
 # Training: training tasks in flight, results in completion order.
-
-
-def node_of(profiler: RemoteProfiler) -> str:
-    """The Ray node the profiler actor runs on."""
-    return ray.get(profiler.actor.__ray_call__.remote(lambda _: _node_id()))
 
 
 def _node_id() -> str:
@@ -218,19 +267,20 @@ def _node_id() -> str:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where training may run: never on the profiler's cores of the profiler's node."""
+    """Where training may run: never on a profiler's cores of that profiler's node."""
 
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    profiler_node: str | None = None
-    profiler_cores: tuple[int, ...] = ()
-    neighbours: str | None = None  # where workers on the profiler's node register to be paused
+    # The Ray nodes that hold profilers, and the cores they are pinned to there.
+    profiler_cores: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    neighbours: str | None = None  # where workers on a profiler's node register to be paused
 
 
 def _train(evaluator: Evaluator, job: Job, task: Any, placement: Placement) -> Evaluation:
-    beside_profiler = placement.profiler_node == _node_id()
-    if beside_profiler:
-        pin_process(set(usable_cores()) - set(placement.profiler_cores))
+    reserved = placement.profiler_cores.get(_node_id())
+    beside_profiler = reserved is not None
+    if beside_profiler and (rest := set(usable_cores()) - set(reserved)):
+        pin_process(rest)
     pausable = beside_profiler and placement.neighbours is not None
     try:
         import torch

@@ -27,13 +27,15 @@ from tvnsearch.measure.neighbours import Neighbours
 from tvnsearch.measure.profile import Profile, Settings
 from tvnsearch.measure.profiler import ProfileLog, ProfilerPool
 from tvnsearch.measure.roofline import Roofline, keep_roofline, read_roofline
+from tvnsearch.measure.runtimes import check_runtime
 from tvnsearch.search.engine import Engine, known_of, rung_history_of
 from tvnsearch.search.executors import (
     Placement,
     RayExecutor,
     RemoteProfiler,
+    Slot,
     cache_videos,
-    node_of,
+    check_placeable,
     start_profiler,
 )
 from tvnsearch.search.lease import Lease
@@ -66,13 +68,17 @@ from tvnsearch.search.worker import Evaluator, Task, evaluate, prepared_data, ta
 from tvnsearch.train.weights import load_run_weights, save_run_weights
 
 
-def _placement(config: RunConfig, cpu: list[RemoteProfiler], neighbours: Path) -> Placement:
+def _placement(
+    config: RunConfig, profilers: dict[str, list[RemoteProfiler]], neighbours: Path
+) -> Placement:
     r = config.resources
+    reserved: dict[str, set[int]] = {}
+    for profiler in (p for kind in profilers.values() for p in kind):
+        reserved.setdefault(profiler.node, set()).update(profiler.cores)
     return Placement(
         cpus_per_worker=r.cpus_per_worker,
         gpus_per_worker=r.gpus_per_worker,
-        profiler_node=node_of(cpu[0]) if cpu else None,
-        profiler_cores=tuple(core for profiler in cpu for core in profiler.cores),
+        profiler_cores={node: tuple(sorted(cores)) for node, cores in reserved.items()},
         neighbours=str(neighbours),
     )
 
@@ -81,10 +87,15 @@ def start_profilers(
     config: RunConfig, kind: str, log: ProfileLog, neighbours: Path
 ) -> list[RemoteProfiler]:
     """``resources.num_profilers`` profilers of ``kind``, each pinned to cores of its own, each
-    pausing the training workers of its node while it measures."""
-    r = config.resources
-    settings = Settings(device=kind, threads=r.profiler_threads)
-    options = {"known": log.read, "neighbours": str(neighbours)}
+    pausing the training workers of its node while it measures; on a node with the custom
+    resources of ``profiler.resources`` where the recipe names some."""
+    r, placed = config.resources, config.profiler.resources
+    p = config.profiler
+    settings = Settings(kind, r.profiler_threads, runtime=p.runtime, command=p.command)
+    options = {"known": log.read, "neighbours": str(neighbours), "resources": placed}
+    if placed:  # cores chosen on the node that has the resources
+        count = r.num_profilers
+        return [start_profiler(settings, cores=Slot(i, count), **options) for i in range(count)]
     if kind != "cpu":
         return [start_profiler(settings, **options) for _ in range(r.num_profilers)]
     reserved, _ = split_cores(r.num_profilers * r.profiler_threads)
@@ -163,6 +174,9 @@ def _search(
     r = config.resources
     if r.address is None:
         check_cores(config, devices, source=source)
+    if not config.profiler.resources:  # a placed profiler checks its node's runtime
+        for kind in devices:
+            check_runtime(config.profiler.runtime, kind, source=source, field="profiler.runtime")
     logs = {kind: ProfileLog(run_dir / f"profiles-{kind}.jsonl") for kind in devices}
     for log in logs.values():
         log.repair()
@@ -172,6 +186,7 @@ def _search(
     try:
         task = _cached_task(config, [v.path for v in dataset.videos], source=source)
         num_classes = dataset.num_classes
+        check_placeable(config.profiler.resources, source=source)
         for kind in devices:
             profilers[kind] = start_profilers(config, kind, logs[kind], neighbours)
         rooflines = {kind: run_roofline(run_dir, p[0]) for kind, p in profilers.items()}
@@ -184,7 +199,7 @@ def _search(
         executor = RayExecutor(
             evaluator,
             task,
-            _placement(config, profilers.get("cpu", []), neighbours),
+            _placement(config, profilers, neighbours),
             max_retries=r.max_retries,
         )
         _quarantine(run_dir, damaged)  # the search goes on: the lineage is to be written
@@ -248,7 +263,7 @@ def run_roofline(run_dir: Path, profiler: RemoteProfiler) -> Roofline:
     """The roofline a run judges by: the one it kept, if measured on this device signature (a
     resumed search then rejects exactly what it rejected before), or this device's."""
     path = run_dir / f"roofline-{profiler.settings.device}.json"
-    roofline = read_roofline(path, profiler.signature.key)
+    roofline = read_roofline(path, profiler.signature.hardware_key)
     if roofline is None:
         roofline = profiler.roofline()
         keep_roofline(path, roofline)

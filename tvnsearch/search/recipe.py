@@ -1,8 +1,9 @@
 """A search recipe: frozen dataclasses read from TOML, with checked ``--set key=value`` overrides.
 
-A recipe has five tables: ``[search]`` (space, strategy and its ``[search.options]``, budget, seed),
+A recipe has six tables: ``[search]`` (space, strategy and its ``[search.options]``, budget, seed),
 ``[data]``, ``[train]`` (the fields of ``tvnsearch.train.config.TrainConfig``), ``[constraints]``
-(``tvnsearch.measure.constraints.Constraints``) and ``[resources]``. Paths in a recipe file resolve
+(``tvnsearch.measure.constraints.Constraints``), ``[resources]`` and ``[profiler]`` (the runtime
+budgets are measured in, and the node they are measured on). Paths in a recipe file resolve
 against the file's folder; paths given with ``--set`` against the current folder. Every unknown key
 and wrongly typed value is named. ``recipe_toml`` writes a recipe back with absolute paths: the
 frozen copy that a run folder keeps, which is all ``resume`` needs besides the lineage.
@@ -26,7 +27,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tvnsearch.data.frame_files import CODECS, Storage
 from tvnsearch.errors import InputError, Problem
 from tvnsearch.files import read_toml
-from tvnsearch.measure.constraints import Constraints, constraints_from_dict
+from tvnsearch.measure.constraints import TIME_LIMITS, Constraints, constraints_from_dict
+from tvnsearch.measure.file_timing import command_problem
+from tvnsearch.measure.runtimes import RUNTIMES
 from tvnsearch.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -130,12 +133,30 @@ class ResourcesSection:
 
 
 @dataclass(frozen=True)
+class ProfilerSection:
+    # What every runtime budget is measured in (``tvnsearch.measure.runtimes``): the lineage's
+    # cpu_ms and gpu_ms, the Pareto axes and the model card's latency are this runtime's.
+    runtime: str = "eager"
+    # Ray custom resources of the node to measure on (``{ jetson = 1 }``): every profiler is
+    # placed on a node that has them (a target device that joined the cluster with
+    # ``ray start --resources``), and its measurements carry that node's device signature.
+    resources: dict[str, float] = field(default_factory=dict)
+    # A device that cannot run Ray (a phone over adb, a board over ssh): a shell command that
+    # times the runtime's file there and prints a JSON line (``tvnsearch.measure.file_timing``).
+    command: str = ""
+
+    LIMITS: ClassVar[Limits] = {}  # the amounts of ``resources``: checked by RunConfig
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"runtime": tuple(RUNTIMES)}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     search: SearchSection
     data: DataSection
     train: TrainConfig
     constraints: Constraints
     resources: ResourcesSection
+    profiler: ProfilerSection = field(default_factory=ProfilerSection)
 
     def __post_init__(self) -> None:
         """What one table cannot say alone (each table's ``LIMITS`` are checked as it is read)."""
@@ -154,8 +175,44 @@ class RunConfig:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.train.device):
             why = f"must be cpu, cuda or cuda:N, but got {self.train.device!r}"
             problems.append(Problem("train.device", why))
+        problems += _placement_problems(self.profiler, self.resources)
+        problems += _runtime_problems(self.profiler, self.constraints)
         if problems:
             raise InputError("recipe", problems)
+
+
+def _placement_problems(profiler: ProfilerSection, resources: ResourcesSection) -> list[Problem]:
+    problems = [
+        Problem(f"profiler.resources.{name}", f"must be a number > 0, but got {amount!r}")
+        for name, amount in profiler.resources.items()
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount > 0
+    ]
+    problems += [
+        Problem(f"profiler.resources.{name}", "is Ray's own: set resources.profiler_threads")
+        for name in profiler.resources
+        if name in ("CPU", "GPU", "memory", "object_store_memory")
+    ]
+    if profiler.resources and resources.address is None:
+        why = "places the profilers on a node of a Ray cluster: needs resources.address"
+        problems.append(Problem("profiler.resources", why))
+    return problems
+
+
+def _runtime_problems(profiler: ProfilerSection, constraints: Constraints) -> list[Problem]:
+    runtime = RUNTIMES.get(profiler.runtime)
+    if runtime is None:  # CHOICES names it
+        return []
+    if profiler.command and (why := command_problem(profiler.command)):
+        return [Problem("profiler.command", why)]
+    if profiler.command and runtime.file_name is None:
+        files = [name for name, r in RUNTIMES.items() if r.file_name]
+        why = f"times a file: needs profiler.runtime to be one of {files}, not {runtime.name}"
+        return [Problem("profiler.command", why)]
+    return [
+        Problem("profiler.runtime", f"{runtime.name} does not run on {kind}, but {limit} is set")
+        for kind, limit in TIME_LIMITS.items()
+        if getattr(constraints, limit) is not None and kind not in runtime.devices
+    ]
 
 
 PATH_KEYS = {("search", "space"), ("data", "path"), ("data", "cache_dir")}
@@ -171,14 +228,20 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     return recipe_from_dict(data, source=str(path))
 
 
+# A recipe's tables and their records (``constraints`` is read by its own module).
+TABLES: dict[str, type] = {
+    "search": SearchSection,
+    "data": DataSection,
+    "train": TrainConfig,
+    "constraints": Constraints,
+    "resources": ResourcesSection,
+    "profiler": ProfilerSection,
+}
+
+
 def recipe_from_dict(data: dict[str, Any], *, source: str) -> RunConfig:
-    sections = {
-        "search": SearchSection,
-        "data": DataSection,
-        "train": TrainConfig,
-        "resources": ResourcesSection,
-    }
-    problems = [Problem(k, "unknown table") for k in data if k not in [*sections, "constraints"]]
+    sections = {name: cls for name, cls in TABLES.items() if name != "constraints"}
+    problems = [Problem(k, "unknown table") for k in data if k not in TABLES]
     built = {name: _section(data, name, cls, problems) for name, cls in sections.items()}
     if problems:
         raise InputError(source, problems)
@@ -311,17 +374,11 @@ def _apply(data: dict[str, Any], override: str) -> None:
 
 
 def _check_override_key(keys: list[str]) -> None:
-    known = {
-        "search": SearchSection,
-        "data": DataSection,
-        "train": TrainConfig,
-        "constraints": Constraints,
-        "resources": ResourcesSection,
-    }
-    cls = known.get(keys[0])
+    cls = TABLES.get(keys[0])
     names = {f.name for f in dataclasses.fields(cls)} if cls else set()
     is_option = keys[:2] == ["search", "options"] and len(keys) == 3
-    if not is_option and (len(keys) != 2 or keys[1] not in names):
+    is_resource = keys[:2] == ["profiler", "resources"] and len(keys) == 3
+    if not (is_option or is_resource) and (len(keys) != 2 or keys[1] not in names):
         raise InputError("--set", f"{'.'.join(keys)}: unknown key")
 
 
@@ -335,13 +392,7 @@ def _parse_value(text: str) -> Any:
 
 def recipe_toml(config: RunConfig, *, space: str | None = None) -> str:
     """The recipe as TOML with every field written out (``space`` replaces the space path)."""
-    tables = {
-        "search": dataclasses.asdict(config.search),
-        "data": dataclasses.asdict(config.data),
-        "train": dataclasses.asdict(config.train),
-        "constraints": dataclasses.asdict(config.constraints),
-        "resources": dataclasses.asdict(config.resources),
-    }
+    tables = {name: dataclasses.asdict(getattr(config, name)) for name in TABLES}
     if space is not None:
         tables["search"]["space"] = space
     options = tables["search"].pop("options")
@@ -357,4 +408,6 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
     return json.dumps(value)  # strings and arrays: JSON's forms are valid TOML
