@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test test-slow lint search clean
+.PHONY: install executorch test test-slow lint search clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
+
+# The optional ExecuTorch runtime (XNNPACK; about 300 MB of packages): its tests run once it is in.
+executorch: $(STAMP)
+	$(PY) -m pip install -q -e ".[test,executorch]"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -15,8 +15,14 @@
 (gpu)     The table on CUDA (``--device cuda``): PyTorch eager, TorchScript and ONNX Runtime's
           CUDA execution provider where ``onnxruntime-gpu`` is installed.
 
-    .venv/bin/python bench/runtime_bench.py [--sections table peak cluster] [--device cpu|cuda]
-        [--genomes 50] [--out FILE]
+    .venv/bin/python bench/runtime_bench.py [--sections table summary peak cluster]
+        [--device cpu|cuda] [--genomes 50] [--part I/N] [--out FILE]
+
+Two processes side by side, one core each, time the table twice as fast (each network is timed
+in every runtime by the same process, so its runtimes stay comparable):
+
+    for i in 0 1; do .venv/bin/python bench/runtime_bench.py --sections table --part $i/2 & done
+    wait; .venv/bin/python bench/runtime_bench.py --sections summary peak cluster
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import random
 import statistics
 import sys
@@ -39,6 +46,7 @@ from tvnsearch.genome.cost import count_cost
 from tvnsearch.genome.genes import Genome
 from tvnsearch.genome.space import load_space
 from tvnsearch.genome.tvn_format import PUBLISHED, published_genome
+from tvnsearch.measure.affinity import pin_process, usable_cores
 from tvnsearch.measure.measurement import measure
 from tvnsearch.measure.profile import Settings
 from tvnsearch.measure.runtimes import RUNTIMES
@@ -103,42 +111,71 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return (concordant - discordant) / denominator if denominator else float("nan")
 
 
-def table_section(count: int, device: str) -> dict[str, Any]:
+def table_section(count: int, device: str, part: tuple[int, int], out: Path) -> dict[str, Any]:
+    """The networks of ``part`` (index, parts: every parts-th network from index), each timed in
+    every runtime one after the other, in this process; each row is also appended to
+    ``rows_file(out, device, index)`` as it is done (the table takes an hour on 2 cores)."""
     names = installed(device)
+    index, parts = part
     rows = []
+    kept = rows_file(out, device, index)
+    kept.unlink(missing_ok=True)
     with fixed_threads(1):
-        for label, genome in networks(count):
+        for label, genome in networks(count)[index::parts]:
             row = {"network": label, "gflops": count_cost(genome, NUM_CLASSES).flops / 1e9}
             for runtime in names:
                 row[runtime] = time_one(genome, runtime, device)
             rows.append(row)
+            with kept.open("a") as f:
+                f.write(json.dumps(row) + "\n")
             cells = "  ".join(f"{r} {_ms(row[r]['ms'])}" for r in names)
-            print(f"{label:>14} {row['gflops']:7.2f} GFLOPs  {cells}", flush=True)
+            print(f"{label:>16} {row['gflops']:7.2f} GFLOPs  {cells}", flush=True)
+    return {"device": device, "runtimes": names, "rows": rows}
+
+
+def rows_file(out: Path, device: str, index: int) -> Path:
+    return out.with_name(f"{out.stem}-{device}-rows{index}.jsonl")
+
+
+def rows_files(out: Path, device: str) -> list[Path]:
+    return sorted(out.parent.glob(f"{out.stem}-{device}-rows*.jsonl"))
+
+
+def summary_section(out: Path, device: str) -> dict[str, Any]:
+    """Kendall's tau between the runtimes' rankings, over the rows of every part timed."""
+    rows = [
+        json.loads(line) for f in rows_files(out, device) for line in f.read_text().splitlines()
+    ]
+    names = [n for n in RUNTIMES if all(n in row for row in rows)]
     taus = {}
     for first, second in combinations(names, 2):
         both = [r for r in rows if r[first]["ms"] is not None and r[second]["ms"] is not None]
         taus[f"{first} vs {second}"] = kendall_tau(
             [r[first]["ms"] for r in both], [r[second]["ms"] for r in both]
         )
-    print("\nKendall tau between runtimes' rankings (all networks measured in both):")
+    print(f"{len(rows)} networks; Kendall tau between runtimes' rankings (measured in both):")
     for pair, tau in taus.items():
         print(f"  {pair:<32} {tau:6.3f}")
-    print("\nmedian ms and conversion+measurement seconds per runtime:")
+    print("median ms, and seconds to convert and measure, per runtime:")
     for name in names:
         ms = [r[name]["ms"] for r in rows if r[name]["ms"] is not None]
-        seconds = [r[name]["seconds"] for r in rows]
-        failed = [f"{r['network']}: {r[name]['reason']}" for r in rows if r[name]["ms"] is None]
+        seconds = [r[name]["seconds"] for r in rows if "seconds" in r[name]] or [math.nan]
+        failed = [f"{r['network']}: {r[name].get('reason')}" for r in rows if r[name]["ms"] is None]
         print(
             f"  {name:<12} median {statistics.median(ms):8.2f} ms; measuring took a median "
-            f"{statistics.median(seconds):5.1f} s; failed {len(failed)} {failed[:3]}"
+            f"{statistics.median(seconds):5.1f} s (max {max(seconds):5.1f}); failed {len(failed)}"
+            f" {failed[:3]}"
         )
-    fastest = {name: 0 for name in names}
+    wins = dict.fromkeys(names, 0)
     for r in rows:
         times = {n: r[n]["ms"] for n in names if r[n]["ms"] is not None}
         if times:
-            fastest[min(times, key=times.get)] += 1
-    print(f"  fastest runtime, networks won: {fastest}")
-    return {"device": device, "runtimes": names, "rows": rows, "kendall_tau": taus}
+            wins[min(times, key=times.get)] += 1
+    print(f"  fastest runtime, networks won: {wins}")
+    published = [r for r in rows if r["network"] in PUBLISHED]
+    for r in sorted(published, key=lambda r: PUBLISHED.index(r["network"])):
+        print(f"  {r['network']:<14}" + "".join(f" {n} {_ms(r[n]['ms'])}" for n in names))
+    return {"networks": len(rows), "kendall_tau": taus, "wins": wins}
 
 
 def matmul_gflops(device: str, repeats: int = 20) -> float:
@@ -167,9 +204,8 @@ def peak_section(device: str) -> dict[str, Any]:
         for _ in range(2):  # two rounds, the matmul timed between runtimes: the best counts
             for runtime in names:
                 results["matmul_gflops"].append(matmul_gflops(device))
-                profile = measure(
-                    genome, NUM_CLASSES, dataclasses.replace(settings, runtime=runtime)
-                )
+                chosen = dataclasses.replace(settings, runtime=runtime, device=device)
+                profile = measure(genome, NUM_CLASSES, chosen)
                 best = results["runtimes"].get(runtime)
                 ms = profile.runtime_ms
                 results["runtimes"][runtime] = ms if best is None or ms is None else min(best, ms)
@@ -240,25 +276,40 @@ def _ms(ms: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["table", "peak", "cluster"])
+    parser.add_argument("--sections", nargs="+", default=["table", "summary", "peak", "cluster"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--genomes", type=int, default=50)
+    parser.add_argument(
+        "--part",
+        default="0/1",
+        help="I/N: time every Nth network from the Ith, pinned to usable core I (N processes "
+        "side by side, one core each); then --sections summary",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "runtime_bench.json"))
     args = parser.parse_args()
     out = Path(args.out)
-    results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    index, parts = (int(n) for n in args.part.split("/"))
+    if parts > 1:
+        pin_process([usable_cores()[index]])
     sections = {
-        "table": lambda: table_section(args.genomes, args.device),
+        "table": lambda: table_section(args.genomes, args.device, (index, parts), out),
+        "summary": lambda: summary_section(out, args.device),
         "peak": lambda: peak_section(args.device),
         "cluster": cluster_section,
     }
     for name in args.sections:
         print(f"\n== {name} ({args.device}) ==", flush=True)
         key = name if args.device == "cpu" else f"{name}-{args.device}"
-        results[key] = sections[name]() | {"versions": _versions()}
+        key += f"-part{index}" if name == "table" and parts > 1 else ""
+        result = sections[name]() | {"versions": _versions()}
+        results = _read(out) | {key: result}  # parts side by side write the same file
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"\nwrote {out}")
+
+
+def _read(out: Path) -> dict[str, Any]:
+    return json.loads(out.read_text()) if out.is_file() else {}
 
 
 def _versions() -> dict[str, str]:

@@ -413,3 +413,25 @@ def test_export_writes_each_file_with_the_writer_the_profiler_times(monkeypatch,
     card = base_card("x", info)
     write_export(tmp_path / "x", weights_bytes(model, info), model, info, card, ("onnx",))
     assert written == ["model.onnx (2, 3, 2, 16, 16)"] * 2  # the same example, too
+
+
+def test_an_executorch_export_runs_in_executorch_where_it_is_installed(tmp_path) -> None:
+    from tvnsearch.measure.runtimes import RUNTIMES
+
+    if RUNTIMES["executorch"].missing("cpu"):
+        pytest.skip("executorch is not installed (make executorch)")
+    genome = make_genome(block(num_filters=4, temporal_kernel=3), num_frames=4, resolution=16)
+    model = build_model(genome, 3).eval()
+    info = ModelInfo(genome, ClipSpec.of(genome), ("a", "b", "c"))
+    card = base_card("x", info)
+    done = write_export(
+        tmp_path / "x", weights_bytes(model, info), model, info, card, ("executorch",)
+    )
+    assert "model.pte" in done.files and done.errors["model.pte"] < TOLERANCE
+    forward = RUNTIMES["executorch"].load(tmp_path / "x" / "model.pte", "cpu", 1)
+    clip = torch.randn(1, 3, 4, 16, 16)
+    with torch.inference_mode():
+        assert (
+            float((forward(clip) - model(clip)).abs().max())
+            <= 1e-4 * float(model(clip).abs().max()) + 1e-6
+        )

@@ -156,3 +156,17 @@ def test_a_runtime_that_cannot_run_here_is_named_with_the_reason(monkeypatch) ->
     monkeypatch.setitem(RUNTIMES, "cpu-only", cpu_only)
     with pytest.raises(InputError, match="cpu-only runs on cpu only, not cuda"):
         check_runtime("cpu-only", "cuda", source="r.toml")
+
+
+def test_a_figure_s_runtime_axis_names_the_runtime_it_was_measured_in() -> None:
+    import pandas as pd
+
+    from tvnsearch.inspect.figures import axis_label
+    from tvnsearch.measure.device import runtime_of
+
+    onnx = DeviceSignature("cpu", "X", 1, "2.13.0", "onnxruntime", "1.32.0", node="h node ab")
+    old = DeviceSignature("cpu", "X", 1, "2.5.0")
+    assert runtime_of(onnx.label) == "onnxruntime 1.32.0" and runtime_of(old.key) == "PyTorch eager"
+    frame = pd.DataFrame({"cpu_device": [onnx.label, None], "cpu_ms": [1.0, None]})
+    assert axis_label("cpu_ms", frame) == "CPU runtime per clip (ms), onnxruntime 1.32.0"
+    assert axis_label("cpu_ms", frame.iloc[1:]) == "CPU runtime per clip (ms)"

@@ -320,6 +320,18 @@ def test_the_profiler_table_names_the_runtime_and_the_node_to_measure_on(tmp_pat
             ["resources.address=auto", "profiler.resources.GPU=1"],
             "profiler.resources.GPU: is Ray's own: set resources.profiler_threads",
         ),
+        (
+            ["profiler.runtime=executorch", "constraints.max_gpu_ms=5"],
+            "profiler.runtime: executorch does not run on cuda, but max_gpu_ms is set",
+        ),
+        (
+            ["profiler.command=adb shell bench {model}", "profiler.runtime=onnxruntime"],
+            "profiler.command: cannot be filled in (KeyError('model'))",
+        ),
+        (
+            ["profiler.command=ssh board bench {file}"],
+            "profiler.command: times a file: needs profiler.runtime to be one of ['torchscript'",
+        ),
     ],
 )
 def test_a_bad_profiler_setting_is_named(tmp_path, overrides, named) -> None:

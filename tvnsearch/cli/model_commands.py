@@ -54,7 +54,11 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--x", help="with --pareto: an objective column (default: cpu_ms)")
     export.add_argument("--y", help="with --pareto: an objective column (default: fitness)")
-    export.add_argument("--format", default=DEFAULT_FORMATS, help=f"any of {DEFAULT_FORMATS}")
+    export.add_argument(
+        "--format",
+        default=DEFAULT_FORMATS,
+        help=f"any of torchscript, onnx, executorch, tvn-json ({DEFAULT_FORMATS})",
+    )
     export.add_argument(
         "--out",
         help="one folder per network goes in here (RUN/exports); --best and --id never replace "

@@ -43,7 +43,6 @@ from tvnsearch.errors import InputError, Problem
 from tvnsearch.export.model_card import candidate_card, render_markdown
 from tvnsearch.genome.tvn_format import to_tvn_dict
 from tvnsearch.measure.runtimes import (
-    CHECK_BATCH,
     RUNTIMES,
     Runtime,
     check_agrees,
@@ -246,7 +245,7 @@ def _write_checked(
     path = folder / runtime.file_name
     runtime.write(model, clip_shape, path)
     forward = runtime.load(path, "cpu", torch.get_num_threads())
-    check = _clip(clip, CHECK_BATCH, 1)
+    check = _clip(clip, runtime.check_batch, 1)
     with torch.inference_mode():
         return check_agrees(runtime.name, forward(check), model(check), "cpu")
 

@@ -16,6 +16,7 @@ from tvnsearch.inspect.hypervolume import (
     reference_for,
 )
 from tvnsearch.inspect.pareto import MAXIMISE, OBJECTIVES
+from tvnsearch.measure.device import runtime_of
 from tvnsearch.status import Status
 
 LABELS = {
@@ -46,6 +47,10 @@ def axis_label(name: str, frame: pd.DataFrame) -> str:
     """The axis title of an objective, with its unit."""
     if name == "fitness" and frame["mean_ap"].notna().any():
         return "fitness (mean average precision)"  # multi-label data is scored by mAP
+    if name in DEVICE_COLUMNS:  # a runtime means something only in the runtime that ran it
+        runtimes = sorted({runtime_of(d) for d in frame[DEVICE_COLUMNS[name]].dropna()})
+        if runtimes:
+            return f"{LABELS[name]}, {' / '.join(runtimes)}"
     return LABELS.get(name, name)
 
 

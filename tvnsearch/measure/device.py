@@ -50,6 +50,18 @@ class DeviceSignature:
         return dataclasses.asdict(self)
 
 
+def runtime_of(label: str) -> str:
+    """The runtime and version a signature's key or label names, for people ("PyTorch eager"
+    where it names none: eager, or a profile from before runtimes were chosen)."""
+    from tvnsearch.measure.runtimes import RUNTIMES
+
+    for part in label.split("|")[4:]:
+        name, _, version = part.partition("=")
+        if name in RUNTIMES and name != "eager":
+            return f"{name} {version}"
+    return "PyTorch eager"
+
+
 def device_signature(
     kind: str, threads: int, runtime: str = "eager", node: str = ""
 ) -> DeviceSignature:

@@ -11,9 +11,11 @@ convolutions before them (``tvnsearch.models.inference``).
 - ``onnxruntime``: ``torch.export`` then the ONNX exporter (its graph optimiser on), saved as
   ``model.onnx``; ONNX Runtime runs it on the CPU, or with the CUDA execution provider.
 - ``executorch``: ``torch.export`` lowered to XNNPACK, saved as ``model.pte``; the ExecuTorch
-  runtime runs it (CPU only; where the ``executorch`` package is installed).
+  runtime runs it (CPU only; one clip at a time; where the optional ``executorch`` package is
+  installed: ``pip install 'tvnsearch[executorch]'``).
 
-Each file takes a float32 clip ``(B, 3, T, H, W)``, normalised, with any batch size. Before it is
+Each file takes a float32 clip ``(B, 3, T, H, W)``, normalised, with any batch size (ExecuTorch's:
+one clip). Before it is
 timed or kept, a file's output is checked against the PyTorch module's on a clip of another batch
 size than the one it was written with (``check_agrees``: a relative error, not an absolute
 difference that near-zero logits would make meaningless).
@@ -39,7 +41,7 @@ EXAMPLE_BATCH = 2  # a file is written from a clip of this batch (torch.export f
 CHECK_BATCH = 3  # and checked on another: shows that the batch dimension was left free
 # The largest relative error (max |got - want| / max |want|) a file may show against the PyTorch
 # module: float32 kernels that sum in another order (folded batch norm, fused ops) agree to
-# about 1e-6 on the CPU; GPUs compute convolutions in TF32 by default.
+# about 1e-6 on the CPU; a GPU's kernels differ more between algorithms.
 TOLERANCE = {"cpu": 1e-3, "cuda": 1e-2}
 
 
@@ -55,6 +57,12 @@ class Runtime:
     package: str  # the distribution whose version the device signature records
     writer: Callable[[nn.Module, Tensor, Path], None] | None
     loader: Callable[[Path, str, int], Forward] | None
+    batch: int | None = None  # the one batch size the file takes; None: any
+
+    @property
+    def check_batch(self) -> int:
+        """The batch a file is checked on: another than it was written with, where it can."""
+        return self.batch or CHECK_BATCH
 
     def version(self) -> str:
         try:
@@ -80,7 +88,7 @@ class Runtime:
         assert self.writer is not None, f"{self.name} runs the module itself"
         from tvnsearch.models.inference import inference_copy
 
-        example = example_clip(clip_shape, EXAMPLE_BATCH, seed=0, like=model)
+        example = example_clip(clip_shape, self.batch or EXAMPLE_BATCH, seed=0, like=model)
         self.writer(inference_copy(model), example, path)
 
     def load(self, path: Path, device: str, threads: int) -> Forward:
@@ -101,10 +109,28 @@ def prepare(
     path = folder / runtime.file_name
     runtime.write(model, tuple(clip.shape[1:]), path)
     forward = runtime.load(path, clip.device.type, threads)
-    check = example_clip(tuple(clip.shape[1:]), CHECK_BATCH, seed=1, like=model)
-    with torch.inference_mode():
+    check = example_clip(tuple(clip.shape[1:]), runtime.check_batch, seed=1, like=model)
+    with torch.inference_mode(), full_precision():
         error = check_agrees(runtime.name, forward(check), model(check), clip.device.type)
     return forward, error
+
+
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """PyTorch's CUDA convolutions and matmuls in float32, not TF32, while a file is checked.
+
+    TF32 keeps 10 bits of mantissa: a randomly initialised deep network (the kind the profiler
+    times) amplifies the rounding that folding batch norms moves to O(1) differences in its
+    logits (5 of 22 tvn_mobile networks on an H200), although both compute the same function.
+    The timed runs keep PyTorch's defaults, as a deployment would."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def check_agrees(name: str, got: Tensor, want: Tensor, device: str) -> float:
@@ -147,7 +173,10 @@ def _write_torchscript(model: nn.Module, example: Tensor, path: Path) -> None:
         # Tracer warnings about shapes read as Python numbers: the geometry of a TVN is fixed by
         # its genome, and the file is checked on another batch size before it is used.
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example))
+        # Batch norms are folded already; the frozen graph's own folds (constant adds and
+        # multiplies into convolutions) gave wrong logits on CUDA for some networks.
+        traced = torch.jit.trace(model.eval(), example)
+        frozen = torch.jit.freeze(traced, optimize_numerics=False)
         frozen.save(str(path))
 
 
@@ -242,6 +271,42 @@ def _missing_cuda_provider() -> str | None:
     return "onnxruntime has no CUDA execution provider here (install onnxruntime-gpu)"
 
 
+# ExecuTorch
+
+
+def _write_executorch(model: nn.Module, example: Tensor, path: Path) -> None:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # One batch size: a symbolic one leaves reshapes outside XNNPACK, cut into 60-90
+        # pieces (TVN-1 1.5x slower on one thread); a device runs one clip at a time.
+        program = torch.export.export(model.eval(), (example,))
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        path.write_bytes(lowered.to_executorch().buffer)
+
+
+def _load_executorch(path: Path, device: str, threads: int) -> Forward:
+    with warnings.catch_warnings():  # "this API is experimental"
+        warnings.simplefilter("ignore")
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime, Verification
+
+    # XNNPACK runs on ExecuTorch's threadpool, one per process (by default a thread per
+    # performance core): reset to exactly ``threads``, 1 running in the calling thread.
+    portable_lib._unsafe_reset_threadpool(threads)
+    program = Runtime.get().load_program(path, verification=Verification.Minimal)
+    method = program.load_method("forward")
+
+    def forward(clip: Tensor) -> Tensor:
+        (logits,) = method.execute([clip.contiguous()])
+        return logits
+
+    return forward
+
+
 @contextmanager
 def _quiet(name: str) -> Iterator[None]:
     """Only errors from logger ``name`` (the ONNX exporter logs every optional op it skips)."""
@@ -268,6 +333,15 @@ RUNTIMES: dict[str, Runtime] = {
         ),
         Runtime(
             "onnxruntime", ("cpu", "cuda"), "model.onnx", "onnxruntime", _write_onnx, _load_onnx
+        ),
+        Runtime(
+            "executorch",
+            ("cpu",),
+            "model.pte",
+            "executorch",
+            _write_executorch,
+            _load_executorch,
+            batch=1,
         ),
     )
 }

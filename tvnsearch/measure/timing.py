@@ -32,6 +32,7 @@ from tvnsearch.measure.memory import available_bytes, is_out_of_memory, peak_mem
 from tvnsearch.measure.profile import PROBE_RUNS, Settings
 from tvnsearch.measure.runtimes import RUNTIMES, Forward, prepare
 from tvnsearch.models.builder import TVN, build_model
+from tvnsearch.models.layers import NonLocal
 from tvnsearch.status import Status
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
@@ -41,7 +42,7 @@ COLD_FACTOR = 4.0
 # From this many parameters on, a network to be timed gets tiled weights (``tile_weights``): below
 # it the usual initialisation is the quicker (about 10 M parameters: 0.1 s either way).
 TILED_WEIGHTS_PARAMS = 10_000_000
-_TILE = 1 << 20
+_TILE = 1_048_573  # a prime: no two rows of a weight get the same numbers (see tile_weights)
 
 
 def time_genome(
@@ -101,21 +102,40 @@ def tile_weights(model: nn.Module, seed: int) -> None:
     for the 2 billion parameters that some ``tvn.toml`` genomes have, against a budget of 100 ms.
     Speed does not depend on the values (dense kernels take no data-dependent branches), so every
     convolution and linear layer gets one seeded block of normal numbers, repeated and scaled as
-    Kaiming's initialisation would; batch norms start as new. Timed runs agreed with those of the
-    usual initialisation within 2 % (225-555 M parameters), built 2.5-5x faster.
+    ``tvnsearch.models.instances.init_weights`` draws them (Kaiming, fan out; the head 0.01), and
+    every batch norm starts as new, a non-local block's last one at zero as its own ``__init__``
+    sets it. Timed runs agreed with those of the usual initialisation within 2 % (225-555 M
+    parameters), built 2.5-5x faster. The scales matter to a runtime's check (``runtimes``): a
+    network whose activations grow without bound (they reached 1e9 in a 155 M-parameter one with
+    fan-in scales and live non-local blocks) turns float32 rounding into O(1) differences.
     """
     pattern = torch.randn(_TILE, generator=torch.Generator().manual_seed(seed))
     for m in model.modules():
         if isinstance(m, nn.Conv2d | nn.Conv3d | nn.Linear):
-            flat = m.weight.view(-1)
-            piece = pattern.to(flat.device) * math.sqrt(2.0 / max(1, m.weight[0].numel()))
-            for start in range(0, flat.numel(), _TILE):
-                end = min(start + _TILE, flat.numel())
-                flat[start:end].copy_(piece[: end - start])
+            _fill(m.weight, pattern, _init_std(m, model))
             if m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm3d):
             m.reset_parameters()
+    for m in model.modules():
+        if isinstance(m, NonLocal):
+            m.norm.weight.zero_()
+
+
+def _init_std(m: nn.Module, model: nn.Module) -> float:
+    head = getattr(model, "head", None)  # a clip network's, or a streaming one's
+    if head is not None and m is head.fc:
+        return 0.01
+    _, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+    return math.sqrt(2.0 / max(1, fan_out))
+
+
+def _fill(weight: torch.Tensor, pattern: torch.Tensor, std: float) -> None:
+    flat = weight.view(-1)
+    piece = pattern.to(flat.device) * std
+    for start in range(0, flat.numel(), _TILE):
+        end = min(start + _TILE, flat.numel())
+        flat[start:end].copy_(piece[: end - start])
 
 
 @functools.cache

@@ -16,16 +16,36 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tvnsearch.models.layers import Pointwise, SpatialConv, TemporalConv
+from tvnsearch.models.layers import (
+    ContextGate,
+    Pointwise,
+    SpatialConv,
+    SqueezeExcite,
+    TemporalConv,
+)
 
 _CONV_WRAPPERS = (Pointwise, SpatialConv, TemporalConv)  # channels stay on axis 1
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with its batch norms folded; ``model`` is left as it was."""
+    """A copy of ``model`` in eval mode with its batch norms folded and its gates' weights
+    stored as matrices; ``model`` is left as it was."""
     folded = copy.deepcopy(model).eval()
     fold_batch_norms(folded)
+    gate_weights_as_matrices(folded)
     return folded
+
+
+@torch.no_grad()
+def gate_weights_as_matrices(module: nn.Module) -> None:
+    """Store the 1x1x1 weights of squeeze-and-excitation and context gates as the matrices their
+    ``F.linear`` multiplies by (``tvnsearch.models.layers._linear`` flattens them on every call):
+    an exported graph then holds a constant matrix, which XNNPACK takes into its delegate, where
+    a flattened weight is a computed input that it leaves to the portable kernels."""
+    for m in module.modules():
+        if isinstance(m, SqueezeExcite | ContextGate):
+            for conv in (c for c in m.children() if isinstance(c, nn.Conv3d)):
+                conv.weight = nn.Parameter(conv.weight.flatten(1))
 
 
 def fold_batch_norms(module: nn.Module) -> int:

@@ -8,8 +8,13 @@ Every op keeps the memory layout of its input. A network feeds them clips in cha
 (``to_channels_last``): then folding and unfolding frames are views, not copies, and oneDNN's
 convolutions and pools run on that layout without reordering (one CPU thread, against contiguous
 ``(B, C, T, H, W)``, whose folds copy: 1x1 convolutions about 2x faster, depthwise ones and pools
-3-10x). Pools and convolutions pad as they read wherever the SAME padding allows,
-instead of copying a padded input (tests/models/test_layers.py keeps the layers as they were).
+3-10x). In inference the views reshape tensors in the order channels-last stores them, so that a
+batch of one keeps strides that PyTorch recognises as channels-last (``_reshape``). Pools and
+convolutions pad as they read wherever the SAME padding allows, instead of copying a padded input
+(tests/models/test_layers.py keeps the layers as they were).
+
+Layouts and kernel choices are PyTorch's own: a graph exported for another runtime (ONNX,
+``torch.export``) gets plain reshapes and convolutions (``_torch_runs``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TF SAME: (before, after) so that the output has ceil(size / stride) elements."""
+    """TF SAME: (before, after) so that the output has ceil(size / stride) elements. A constant
+    even where ``size`` is traced (the TorchScript-based ONNX exporter): ONNX wants constant
+    paddings, and a genome fixes the geometry of its network."""
+    size = int(size)
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
@@ -34,33 +42,99 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 def to_channels_last(x: Tensor) -> Tensor:
     """``x`` (B, C, T, H, W) stored as (B, T, H, W, C): the layout the layers run fastest on."""
+    if not _torch_runs():  # an exported graph has no layout (and the TorchScript-based ONNX
+        return x  # exporter refuses ``memory_format``)
     return x.contiguous(memory_format=torch.channels_last_3d)
+
+
+def _torch_runs() -> bool:
+    """Whether PyTorch's own kernels run the ops (eager, TorchScript), not another runtime that a
+    graph without strides is exported for (ONNX, ``torch.export``): there layouts and kernels are
+    that runtime's, and each transpose that keeps a layout here would be a copy."""
+    if torch.jit.is_scripting():  # TorchScript compiles this branch only
+        return True
+    return not (torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
+def _as_stored() -> bool:
+    """Whether views reshape channels-last tensors as they are stored (``_reshape``): in PyTorch's
+    inference. Batches of more than one get the same strides either way, and under autograd the
+    two views more of each reshape cost time (5 us against 2 on a CPU) that small networks'
+    training steps on a GPU would feel."""
+    return not torch.is_grad_enabled() and _torch_runs()
+
+
+def _reshape(x: Tensor, shape: list[int]) -> Tensor:
+    """``x.reshape(shape)`` for (N, C, ...) to (N, C, ...), the channels untouched; done as
+    channels-last stores it, (N, ..., C), in inference: a plain reshape of a batch of one gives
+    the batch the stride of one pixel, which PyTorch reads as NCHW, so that its convolutions and
+    batch norms would copy to NCHW (batch-1 inference ran all but its input layer in NCHW)."""
+    if not _as_stored():
+        return x.reshape(shape)
+    return _reshape_stored(x, shape[:1] + shape[2:] + shape[1:2])
+
+
+def _reshape_stored(x: Tensor, stored: list[int]) -> Tensor:
+    """``x`` (N, C, ...) stored as (N, ..., C), reshaped to ``stored`` (N', ..., C')."""
+    return x.movedim(1, -1).reshape(stored).movedim(-1, 1)
 
 
 def _fold_frames(x: Tensor) -> Tensor:
     b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
+    if not _as_stored():
+        return x.transpose(1, 2).reshape(b * t, c, h, w)
+    return _reshape_stored(x, [b * t, h, w, c])  # (B, T, H, W, C) as stored: B*T frames
 
 
 def _unfold_frames(y: Tensor, batch: int) -> Tensor:
     bt, c, h, w = y.shape
-    return y.reshape(batch, bt // batch, c, h, w).transpose(1, 2)
+    if not _as_stored():
+        return y.reshape(batch, bt // batch, c, h, w).transpose(1, 2)
+    return _reshape_stored(y, [batch, bt // batch, h, w, c])
 
 
 class _SameConv(nn.Module):
-    """Base of the convolutions padded TF SAME: ``self.conv`` is an ``nn.Conv2d`` without padding
-    of its own. An even SAME padding is the convolution's, read in place; PyTorch pads both sides
-    alike, so an uneven one (one more after) pads a copy, as does a layer that replaced the conv
-    (``tvnsearch.delta``). Padding more and cropping would count and cost extra FLOPs."""
+    """Base of the convolutions padded TF SAME (a 1x1 needs none): ``self.conv`` is an
+    ``nn.Conv2d`` without padding of its own. An even SAME padding is the convolution's, read in
+    place; PyTorch pads both sides alike, so an uneven one (one more after) pads a copy, as does a
+    layer that replaced the conv (``tvnsearch.delta``). Padding more and cropping would count and
+    cost extra FLOPs."""
 
     def _same(self, y: Tensor, pad_h: tuple[int, int], pad_w: tuple[int, int]) -> Tensor:
         even = pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]
         if isinstance(self.conv, nn.Conv2d) and even:  # (TorchScript decides this when compiling)
             w, b, padding = self.conv.weight, self.conv.bias, [pad_h[0], pad_w[0]]
-            return F.conv2d(y, w, b, self.conv.stride, padding, 1, self.conv.groups)
+            return _conv2d(y, w, b, self.conv.stride, padding, self.conv.groups)
         if pad_h[1] > 0 or pad_w[1] > 0:  # ``after`` >= ``before``
             y = F.pad(y, (pad_w[0], pad_w[1], pad_h[0], pad_h[1]))
         return self.conv(y)
+
+
+def _conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: list[int],
+    groups: int,
+) -> Tensor:
+    """``F.conv2d``; an unstrided 1x1 kernel on a CPU declared dilated, which a 1x1 kernel cannot
+    tell. PyTorch gives undilated ones, on one thread and under 16 images, to its GEMM
+    (``_slow_conv2d_forward``), and dilated ones to oneDNN: 10-20% faster, forward and backward,
+    and 3x on 3 input channels. Not under 1024 pixels, where oneDNN's reordering of the weights,
+    on every call, costs more than it saves (up to 1.5x slower at 64), nor where PyTorch keeps a
+    single image of up to 20480 values from oneDNN (its dilated path there is 1.1-1.6x slower).
+    oneDNN runs the same 1x1 kernels, dilated or not, which it already gets on more threads."""
+    pixels = x.shape[2] * x.shape[3]  # not the batch, which a trace would fix
+    dilated = (
+        x.is_cpu
+        and weight.shape[2] == weight.shape[3] == 1
+        and stride[0] == stride[1] == 1
+        and pixels >= 1024
+        and x.shape[1] * pixels > 20480
+        and _torch_runs()
+    )
+    return F.conv2d(x, weight, bias, stride, padding, 2 if dilated else 1, groups)
 
 
 class SpatialConv(_SameConv):
@@ -104,8 +178,8 @@ class TemporalConv(_SameConv):
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
         pad_t = same_padding(t, self.kernel, self.stride)
-        y = self._same(x.reshape(b, c, t, h * w), pad_t, (0, 0))
-        return y.reshape(b, -1, y.shape[2], h, w)
+        y = self._same(_reshape(x, [b, c, t, h * w]), pad_t, (0, 0))
+        return _reshape(y, [b, y.shape[1], y.shape[2], h, w])
 
 
 class TemporalPool(nn.Module):
@@ -117,8 +191,8 @@ class TemporalPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
-        y = _same_pool(x.reshape(b, c, t, h * w), self.mode, (self.kernel, 1), (self.stride, 1))
-        return y.reshape(b, c, y.shape[2], h, w)
+        y = _same_pool(_reshape(x, [b, c, t, h * w]), self.mode, (self.kernel, 1), (self.stride, 1))
+        return _reshape(y, [b, c, y.shape[2], h, w])
 
 
 def _same_pool(x: Tensor, mode: str, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
@@ -126,7 +200,7 @@ def _same_pool(x: Tensor, mode: str, kernel: tuple[int, int], stride: tuple[int,
     counts real pixels only. PyTorch pads both sides alike, so an uneven SAME padding (one more
     after) takes ``ceil_mode``, whose last window reaches into it; with stride 1 it cannot, so
     one more step is padded before as well and the first output dropped."""
-    if x.shape[1] < 8 and _strictly_channels_last(x):
+    if x.shape[1] < 8 and _strictly_channels_last(x) and _torch_runs():
         # Channels-last pools vectorise over channels: on the clip's 3, NCHW is 2x faster.
         y = _same_pool(x.contiguous(), mode, kernel, stride)
         return y.contiguous(memory_format=torch.channels_last)
@@ -152,7 +226,7 @@ def _strictly_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-class Pointwise(nn.Module):
+class Pointwise(_SameConv):
     """A 1x1x1 convolution (optionally with a spatial stride, i.e. subsampling first)."""
 
     def __init__(
@@ -166,7 +240,8 @@ class Pointwise(nn.Module):
         if self.stride > 1:
             x = _subsample(x, self.stride)
         b, c, t, h, w = x.shape
-        return self.conv(x.reshape(b, c, t * h, w)).reshape(b, -1, t, h, w)
+        y = self._same(_reshape(x, [b, c, t * h, w]), (0, 0), (0, 0))
+        return _reshape(y, [b, y.shape[1], t, h, w])
 
 
 def _subsample(x: Tensor, stride: int) -> Tensor:
@@ -174,7 +249,7 @@ def _subsample(x: Tensor, stride: int) -> Tensor:
     reshape after it nor oneDNN recognise the strided view as channels-last and would copy it
     to the contiguous layout."""
     y = x[:, :, :, ::stride, ::stride]
-    if x.is_contiguous(memory_format=torch.channels_last_3d):
+    if x.is_contiguous(memory_format=torch.channels_last_3d) and _torch_runs():
         return y.contiguous(memory_format=torch.channels_last_3d)
     return y
 
