@@ -82,7 +82,8 @@ def test_hover_text_shows_genome_and_measurements(frame) -> None:
 
 
 def test_axis_labels_carry_units(frame) -> None:
-    assert axis_label("cpu_ms", frame) == "CPU runtime per clip (ms)"
+    # The runtime a time was measured in is part of its axis (the searched run: PyTorch eager).
+    assert axis_label("cpu_ms", frame) == "CPU runtime per clip (ms), PyTorch eager"
     assert axis_label("flops", frame) == "FLOPs per clip"
     assert axis_label("fitness", frame) == "fitness (top-1 + top-5)"
     multi_label = frame.assign(mean_ap=pd.array([0.5] * len(frame), dtype="Float64"))
