@@ -7,6 +7,7 @@ A real two-node cluster on loopback: the head, and a second node that alone has 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -35,17 +36,23 @@ def cluster() -> Iterator[tuple[str, str]]:
             cluster.shutdown()
 
 
+def placed_search(folder: Path, address: str, profiler: str) -> list[str]:
+    """``tvnsearch search`` arguments for a small search on the cluster at ``address``, timed on
+    the CPU, with ``profiler`` as its ``[profiler]`` table."""
+    recipe = small_search(folder, budget=3, iterations=2)
+    recipe.write_text(
+        recipe.read_text().replace("[constraints]\n", "[constraints]\nmax_cpu_ms = 10_000.0\n")
+        + f'address = "{address}"\n[profiler]\n{profiler}'
+    )
+    return ["search", str(recipe), "--results", str(folder / "r")]
+
+
 def test_the_profiler_runs_on_the_node_with_the_resource_and_signs_with_it(
     cluster, tmp_path, capsys
 ) -> None:
     address, target = cluster
-    recipe = small_search(tmp_path, budget=3, iterations=2)
-    recipe.write_text(
-        recipe.read_text().replace("[constraints]\n", "[constraints]\nmax_cpu_ms = 10_000.0\n")
-        + f'address = "{address}"\n'
-        + '[profiler]\nruntime = "onnxruntime"\nresources = { target = 1 }\n'
-    )
-    assert main(["search", str(recipe), "--results", str(tmp_path / "r")]) == 0, capsys.readouterr()
+    argv = placed_search(tmp_path, address, 'runtime = "onnxruntime"\nresources = { target = 1 }\n')
+    assert main(argv) == 0, capsys.readouterr()
     (run,) = (tmp_path / "r").iterdir()
     frame = read_lineage(run)
     measured = frame[frame["cpu_ms"].notna()]
@@ -62,13 +69,7 @@ def test_a_resource_that_no_node_has_is_named_before_anything_runs(
     cluster, tmp_path, capsys
 ) -> None:
     address, _ = cluster
-    recipe = small_search(tmp_path, budget=3, iterations=2)
-    recipe.write_text(
-        recipe.read_text().replace("[constraints]\n", "[constraints]\nmax_cpu_ms = 10_000.0\n")
-        + f'address = "{address}"\n'
-        + "[profiler]\nresources = { jetson = 1 }\n"
-    )
-    assert main(["search", str(recipe), "--results", str(tmp_path / "r")]) == 2
+    assert main(placed_search(tmp_path, address, "resources = { jetson = 1 }\n")) == 2
     err = capsys.readouterr().err
     assert "profiler.resources: no node of the Ray cluster has {'jetson': 1}" in err
     assert "its custom resources: ['target']" in err and "Traceback" not in err

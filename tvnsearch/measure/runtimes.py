@@ -5,20 +5,18 @@ is the latency of the file it exports.
 - ``eager``: the PyTorch module itself (the exported file is its weights).
 - ``torchscript``: a trace, frozen (weights constant), saved as ``model.ts``; ``torch.jit.load``
   runs it.
-
-Every file is written from the network prepared for inference: batch norms folded into the
-convolutions before them (``tvnsearch.models.inference``).
 - ``onnxruntime``: ``torch.export`` then the ONNX exporter (its graph optimiser on), saved as
   ``model.onnx``; ONNX Runtime runs it on the CPU, or with the CUDA execution provider.
 - ``executorch``: ``torch.export`` lowered to XNNPACK, saved as ``model.pte``; the ExecuTorch
   runtime runs it (CPU only; one clip at a time; where the optional ``executorch`` package is
   installed: ``pip install 'tvnsearch[executorch]'``).
 
-Each file takes a float32 clip ``(B, 3, T, H, W)``, normalised, with any batch size (ExecuTorch's:
-one clip). Before it is
-timed or kept, a file's output is checked against the PyTorch module's on a clip of another batch
-size than the one it was written with (``check_agrees``: a relative error, not an absolute
-difference that near-zero logits would make meaningless).
+Every file is written from the network prepared for inference: batch norms folded into the
+convolutions before them (``tvnsearch.models.inference``). Each takes a float32 clip
+``(B, 3, T, H, W)``, normalised, with any batch size (ExecuTorch's: one clip). Before it is timed
+or kept, a file's output is checked against the PyTorch module's on a clip of another batch size
+than the one it was written with (``check_agrees``: a relative error, not an absolute difference
+that near-zero logits would make meaningless).
 """
 
 from __future__ import annotations
@@ -117,12 +115,10 @@ def prepare(
 
 @contextmanager
 def full_precision() -> Iterator[None]:
-    """PyTorch's CUDA convolutions and matmuls in float32, not TF32, while a file is checked.
-
-    TF32 keeps 10 bits of mantissa: a randomly initialised deep network (the kind the profiler
-    times) amplifies the rounding that folding batch norms moves to O(1) differences in its
-    logits (5 of 22 tvn_mobile networks on an H200), although both compute the same function.
-    The timed runs keep PyTorch's defaults, as a deployment would."""
+    """PyTorch's CUDA convolutions and matmuls in float32, not TF32, while a file is checked:
+    the check compares two float32 computations, and TF32's 10-bit mantissa alone would move a
+    deep network's logits by about 1e-3. The timed runs keep PyTorch's defaults, as a deployment
+    would."""
     import torch
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
