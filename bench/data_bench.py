@@ -32,33 +32,14 @@ from tvnsearch.data.frame_cache import FrameCache
 from tvnsearch.data.frame_files import DecodedFrames
 from tvnsearch.data.synth import SynthConfig, write_synth
 from tvnsearch.data.video import encode_video
-from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.genome.genes import Block, Genome, plain_block
 from tvnsearch.train.training import TrainConfig, prepare_data, train_genome
 
 RESULTS = Path(__file__).parent / "results" / "data_bench.json"
 
 
 def block(**genes: object) -> Block:
-    defaults: dict[str, object] = dict(
-        spatial_type="std",
-        spatial_kernel=3,
-        spatial_stride=2,
-        spatial_act="relu",
-        temporal_type="1d",
-        temporal_kernel=1,
-        temporal_stride=1,
-        temporal_act="relu",
-        num_filters=16,
-        expansion=0,
-        inverted_bottleneck=False,
-        squeeze_ratio=0.0,
-        context_gate=False,
-        non_local_width=0,
-        skip=False,
-        act="relu",
-        num_repeats=1,
-    )
-    return Block(**{**defaults, **genes})
+    return plain_block(**{"spatial_stride": 2, "num_filters": 16, **genes})
 
 
 def clip_genome(resolution: int, num_frames: int, frame_stride: int, *blocks: Block) -> Genome:

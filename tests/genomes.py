@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from tvnsearch.genome.genes import Block, Genome
-
-PLAIN_BLOCK = Block(
-    spatial_type="std",
-    spatial_kernel=3,
-    spatial_stride=1,
-    spatial_act="relu",
-    temporal_type="1d",
-    temporal_kernel=1,
-    temporal_stride=1,
-    temporal_act="relu",
-    num_filters=8,
-    expansion=0,
-    inverted_bottleneck=False,
-    squeeze_ratio=0.0,
-    context_gate=False,
-    non_local_width=0,
-    skip=False,
-    act="relu",
-    num_repeats=1,
-)
+from tvnsearch.genome.genes import PLAIN_BLOCK, Block, Genome, plain_block
 
 
 def block(**genes: object) -> Block:
     """``PLAIN_BLOCK`` (a 3x3 conv of 8 filters, nothing else) with ``genes`` changed."""
-    import dataclasses
-
-    return dataclasses.replace(PLAIN_BLOCK, **genes)
+    return plain_block(**genes)
 
 
 def genome(

@@ -22,6 +22,7 @@ from tvnsearch.export.folders import write_export
 from tvnsearch.export.model_card import base_card
 from tvnsearch.genome.tvn_format import fits_tvn_format, load_genome
 from tvnsearch.inspect.pareto import pareto_front
+from tvnsearch.measure.runtimes import RUNTIMES
 from tvnsearch.models.builder import build_model
 from tvnsearch.search.lineage import ancestors, best, read_lineage
 from tvnsearch.search.runs import load_run
@@ -396,7 +397,6 @@ def test_export_writes_each_file_with_the_writer_the_profiler_times(monkeypatch,
 
     from tvnsearch.measure.measurement import measure
     from tvnsearch.measure.profile import Settings
-    from tvnsearch.measure.runtimes import RUNTIMES
 
     written: list[str] = []
     onnx = RUNTIMES["onnxruntime"]
@@ -415,11 +415,10 @@ def test_export_writes_each_file_with_the_writer_the_profiler_times(monkeypatch,
     assert written == ["model.onnx (2, 3, 2, 16, 16)"] * 2  # the same example, too
 
 
+@pytest.mark.skipif(
+    RUNTIMES["executorch"].missing("cpu") is not None, reason="an optional extra: make executorch"
+)
 def test_an_executorch_export_runs_in_executorch_where_it_is_installed(tmp_path) -> None:
-    from tvnsearch.measure.runtimes import RUNTIMES
-
-    if RUNTIMES["executorch"].missing("cpu"):
-        pytest.skip("executorch is not installed (make executorch)")
     genome = make_genome(block(num_filters=4, temporal_kernel=3), num_frames=4, resolution=16)
     model = build_model(genome, 3).eval()
     info = ModelInfo(genome, ClipSpec.of(genome), ("a", "b", "c"))

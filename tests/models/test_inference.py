@@ -6,6 +6,7 @@ import pytest
 import torch
 from genomes import block
 from genomes import genome as make_genome
+from networks import with_trained_statistics
 from torch import nn
 
 from tvnsearch.genome.tvn_format import published_genome
@@ -25,23 +26,10 @@ GENOMES = {
 }
 
 
-def trained_statistics(model: nn.Module) -> nn.Module:
-    """Batch norms with the statistics and affine terms of a trained network, not 0/1."""
-    generator = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name", GENOMES)
 def test_folding_keeps_the_output_and_leaves_no_batch_norm_after_a_convolution(name) -> None:
     genome = GENOMES[name]
-    model = trained_statistics(build_model(genome, 7))
+    model = with_trained_statistics(build_model(genome, 7))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = inference_copy(model)
     clip = torch.randn(2, 3, genome.num_frames, genome.resolution, genome.resolution)

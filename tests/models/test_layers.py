@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from conftest import SPACES_DIR
 from genomes import block, genome
+from networks import with_trained_statistics
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -355,27 +356,13 @@ def test_networks_match_reference(g: Genome) -> None:
     _assert_same_function(model, ref, x)
 
 
-def _trained(model: nn.Module) -> nn.Module:
-    """``model`` in evaluation with the batch norm statistics and affine terms of a trained
-    network, not 0 and 1, that would let a layer's error pass unscaled."""
-    generator = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm3d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("g", _network_cases(), ids=lambda g: g.id)
 def test_networks_match_reference_in_evaluation(g: Genome, batch: int) -> None:
     """Whole networks in evaluation (running statistics), as inference runs them: a batch of
     one included, outputs and every gradient."""
     torch.manual_seed(0)
-    model = _trained(build_model(g, 5))
+    model = with_trained_statistics(build_model(g, 5))
     ref = reference_model(model, g, 5)
     size = min(g.resolution, 24)
     seed = torch.Generator().manual_seed(0)
@@ -391,7 +378,7 @@ def test_published_networks_match_reference(name: str) -> None:
     cost), their first 1x1 convolutions still go to oneDNN."""
     g = published_genome(name)
     torch.manual_seed(0)
-    model = _trained(build_model(g, 5))
+    model = with_trained_statistics(build_model(g, 5))
     ref = reference_model(model, g, 5)
     x = torch.randn(1, 3, g.num_frames, 48, 48, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -469,7 +456,7 @@ def test_exported_graphs_keep_plain_reshapes(tmp_path: Path) -> None:
     -based ONNX exporter, which also refuses memory formats: the file runs as the module does,
     with no more transposes than the reference's."""
     g = EDGE_GENOMES[2]
-    model = _trained(build_model(g, 5))
+    model = with_trained_statistics(build_model(g, 5))
     ref = reference_model(model, g, 5)
     x = torch.randn(2, 3, g.num_frames, g.resolution, g.resolution)
     check = torch.randn(3, 3, g.num_frames, g.resolution, g.resolution)

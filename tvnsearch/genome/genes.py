@@ -49,6 +49,34 @@ class Block:
     num_repeats: int
 
 
+# A 3x3 convolution of 8 filters and nothing else: the smallest plain block, from which tests,
+# benchmarks and the profiler's first timing through a command (``plain_block``) start.
+PLAIN_BLOCK = Block(
+    spatial_type="std",
+    spatial_kernel=3,
+    spatial_stride=1,
+    spatial_act="relu",
+    temporal_type="1d",
+    temporal_kernel=1,
+    temporal_stride=1,
+    temporal_act="relu",
+    num_filters=8,
+    expansion=0,
+    inverted_bottleneck=False,
+    squeeze_ratio=0.0,
+    context_gate=False,
+    non_local_width=0,
+    skip=False,
+    act="relu",
+    num_repeats=1,
+)
+
+
+def plain_block(**genes: Any) -> Block:
+    """``PLAIN_BLOCK`` with ``genes`` changed."""
+    return dataclasses.replace(PLAIN_BLOCK, **genes)
+
+
 @dataclass(frozen=True)
 class Genome:
     """A whole network: its input clip, its blocks and its pipelining depth k (0 = sequential)."""

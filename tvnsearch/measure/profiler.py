@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from tvnsearch.errors import InputError, Notice, Problem
 from tvnsearch.files import atomic_write_text
-from tvnsearch.genome.genes import Block, Genome
+from tvnsearch.genome.genes import PLAIN_BLOCK, Genome
 from tvnsearch.measure.device import DeviceSignature, check_device, device_signature
 from tvnsearch.measure.measurement import measure
 from tvnsearch.measure.neighbours import Neighbours
@@ -36,31 +36,7 @@ if TYPE_CHECKING:
 CacheKey = tuple[str, int, str]
 # What a profiler with a command times first (``Profiler._identify``): a 3x3 convolution.
 IDENTIFY_GENOME = Genome(
-    resolution=16,
-    num_frames=2,
-    frame_stride=1,
-    pipeline_depth=0,
-    blocks=(
-        Block(
-            spatial_type="std",
-            spatial_kernel=3,
-            spatial_stride=1,
-            spatial_act="relu",
-            temporal_type="1d",
-            temporal_kernel=1,
-            temporal_stride=1,
-            temporal_act="relu",
-            num_filters=8,
-            expansion=0,
-            inverted_bottleneck=False,
-            squeeze_ratio=0.0,
-            context_gate=False,
-            non_local_width=0,
-            skip=False,
-            act="relu",
-            num_repeats=1,
-        ),
-    ),
+    resolution=16, num_frames=2, frame_stride=1, pipeline_depth=0, blocks=(PLAIN_BLOCK,)
 )
 
 
