@@ -11,6 +11,11 @@ cluster   `ray start --head --num-cpus=1` plus a second node (`ray start --addre
           killed mid-training; no candidate may be lost and both nodes must have trained.
 kill      `tvnsearch search` killed with SIGKILL mid-search, then `tvnsearch resume`: the lineage
           must hold each candidate id once, none missing, the budget complete.
+views     the overhead run (10,000 candidates, in-process) without and with the run's live views
+          (`tvnsearch.inspect.live`: the child that appends the Optuna journal and redraws the
+          report as lineage parts land), alternated in fresh processes; the driver's ms per
+          candidate side by side (target: < 5 % more), the child's CPU, and what the journal's
+          appends cost per candidate where they run.
 (Search quality, strategy against strategy at equal compute, is bench/search_quality.py's.)
 
 The machine may be shared: the load average and the busiest other processes are recorded.
@@ -22,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import multiprocessing
 import os
+import resource
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +50,7 @@ from tvnsearch.search.engine import Engine
 from tvnsearch.search.evolution import Evolution
 from tvnsearch.search.inline import InlineExecutor
 from tvnsearch.search.launch import run_search
-from tvnsearch.search.lineage import LineageWriter, read_lineage
+from tvnsearch.search.lineage import LineageWriter, read_lineage, records_from_frame
 from tvnsearch.search.progress import Tally
 from tvnsearch.search.runs import create_run
 from tvnsearch.search.worker import Evaluation, Job
@@ -51,7 +59,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_runs import ROOT, TINY, WORK, cluster, kill, pace, quiet, recipe
 
 RESULTS = ROOT / "bench" / "results" / "engine_bench.json"
-SECTIONS = ("overhead", "parallel", "cluster", "kill")
+SECTIONS = ("overhead", "parallel", "cluster", "kill", "views")
+VIEWS_ROUNDS = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +204,73 @@ def _ray_overhead(num: int) -> dict[str, Any]:
     }
 
 
+# views ------------------------------------------------------------------------------------------
+
+
+def views(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [
+        _fresh(_views_overhead, watched) for _ in range(VIEWS_ROUNDS) for watched in (False, True)
+    ]
+    without = [r["ms_per_candidate"] for r in rows if not r["views"]]
+    with_views = [r["ms_per_candidate"] for r in rows if r["views"]]
+    ratio = statistics.median(with_views) / statistics.median(without)
+    return {
+        "rows": rows,
+        "driver_ms_per_candidate": {
+            "without views": statistics.median(without),
+            "with views": statistics.median(with_views),
+        },
+        "added_share": ratio - 1,
+        "target": "< 5 % added to the driver's ms per candidate",
+    }
+
+
+def _views_overhead(watched: bool) -> dict[str, Any]:
+    from tvnsearch.inspect.journal import JOURNAL_FILE, load_trials
+    from tvnsearch.inspect.live import live_views
+
+    run_dir = WORK / "views-overhead"
+    engine, tally = _engine(run_dir, InlineExecutor(instant), 10_000, 1, {})
+    options = {"initial_size": 200, "tournament_size": 50}
+    recipe(run_dir / "recipe.toml", strategy="evolution", options=options, budget=10_000,
+           iterations=1, num_workers=1)  # fmt: skip
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with live_views(run_dir) if watched else contextlib.nullcontext():
+        engine.run()
+        driver = time.perf_counter() - start
+    total = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+    journal = run_dir / JOURNAL_FILE
+    row = {
+        "views": watched,
+        "candidates": tally.done,
+        "ms_per_candidate": 1000 * driver / tally.done,
+        "seconds_to_last_report": total - driver if watched else None,
+        "child_cpu_ms_per_candidate": 1000 * child_cpu / tally.done if watched else None,
+        "journal_trials": len(load_trials(journal)) if watched else None,
+        "journal_append_ms_per_candidate": _journal_cost(run_dir) if watched else None,
+    }
+    return row
+
+
+def _journal_cost(run_dir: Path) -> float:
+    """What appending the run's candidates to a fresh journal costs per candidate, a lineage
+    part (1,000 rows) at a time, as the views child appends them."""
+    from tvnsearch.inspect.journal import Journal, run_study
+    from tvnsearch.search.runs import load_run
+
+    records = records_from_frame(read_lineage(run_dir))
+    path = run_dir / "journal-cost.log"
+    path.unlink(missing_ok=True)
+    journal = Journal(path, run_study(run_dir, load_run(run_dir)))
+    start = time.perf_counter()
+    for first in range(0, len(records), 1000):
+        journal.append(records[first : first + 1000])
+    return 1000 * (time.perf_counter() - start) / len(records)
+
+
 # parallel ---------------------------------------------------------------------------------------
 
 
@@ -218,6 +294,7 @@ def parallel(args: argparse.Namespace) -> dict[str, Any]:
 
 SECTION_RUNS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "overhead": overhead,
+    "views": views,
     "parallel": parallel,
     "cluster": cluster,
     "kill": kill,

@@ -6,7 +6,8 @@ are what it prints on stdout (blank lines at their end aside; none shown: not ch
 ``...`` stands for any number of lines, ``...`` inside a line for any text. In a command,
 ``# ...`` is a comment (``exit N`` in it: the exit code, 0 otherwise), ``[...]`` an optional
 flag, left out, and ``> FILE`` sends stdout to FILE. Only ``.venv/bin/tvnsearch`` commands run
-(``make`` does not); ``search`` and ``resume`` are parsed only, a search takes minutes.
+(``make`` does not); ``search`` and ``resume`` are parsed only, a search takes minutes, and so is
+``dashboard``, a server that runs until stopped (``tests/cli/test_dashboard.py`` runs it).
 
 ``show``, ``sample`` and ``validate`` print the same on every machine: their lines must match,
 whitespace aside. The other commands print times, measurements and a run's results: there a
@@ -42,6 +43,7 @@ EXACT = {"show", "sample", "validate"}  # print the same on every machine
 README_RUN = "local-20250301-120000"
 SMALL_SYNTH = ["--task", "disc", "--num-videos", "18", "--size", "32", "--num-frames", "8"]
 MAX_ITERATIONS = 30
+PARSED_ONLY = ("search", "resume", "dashboard")  # a search takes minutes; a server runs on
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def run_block(block: list[Example], capsys, *, run: Path | None, fast: bool) -> 
             continue
         argv = substituted(command.argv, run.name, ids) if run is not None else command.argv
         where = f"README.md:{example.line}: {example.command}"
-        if argv[0] in ("search", "resume"):  # parsed only: a search takes minutes
+        if argv[0] in PARSED_ONLY:
             try:
                 _parser().parse_args(argv)
             except SystemExit:

@@ -14,6 +14,8 @@ import pytest
 from conftest import small_search
 
 from tvnsearch.cli.main import main
+from tvnsearch.inspect.journal import JOURNAL_FILE, load_trials
+from tvnsearch.inspect.report import REPORT_FILE
 from tvnsearch.search.lineage import read_lineage, scan_lineage
 from tvnsearch.search.runs import run_status
 
@@ -56,6 +58,10 @@ def test_a_second_driver_is_refused_and_a_killed_driver_s_lease_is_taken_over(
     told = read_lineage(run_dir)
     assert sorted(told["candidate_id"]) == list(range(60))  # each once, nothing lost
     assert run_status(run_dir)["complete"] and not (run_dir / "lease.json").exists()
+    # The views the killed driver's child kept were brought up to date by the resume.
+    trials = load_trials(run_dir / JOURNAL_FILE)
+    assert [t.user_attrs["candidate_id"] for t in trials] == told["candidate_id"].tolist()
+    assert '<span id="state">complete</span>' in (run_dir / REPORT_FILE).read_text()
 
 
 def damage(run_dir: Path) -> list[str]:

@@ -15,6 +15,7 @@ from tvnsearch.cli.arguments import integer, seconds
 from tvnsearch.cli.inspect_commands import add_inspect_parsers
 from tvnsearch.cli.model_commands import add_model_parsers
 from tvnsearch.cli.run_commands import add_run_parsers
+from tvnsearch.cli.view_commands import add_view_parsers
 from tvnsearch.errors import InputError, Notice, Problem
 from tvnsearch.files import atomic_write_text
 from tvnsearch.genome.genes import Genome, describe_block
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_profile_parser(sub)
     add_run_parsers(sub)
     add_inspect_parsers(sub)  # pareto, lineage
+    add_view_parsers(sub)  # dashboard, report
     return parser
 
 

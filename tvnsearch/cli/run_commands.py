@@ -9,11 +9,15 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tvnsearch.errors import SearchStopped
 from tvnsearch.interrupts import signalled
-from tvnsearch.search.progress import Tally, counts_line
-from tvnsearch.search.runs import discard_untold, run_status
+from tvnsearch.search.runs import discard_untold
+
+if TYPE_CHECKING:
+    from tvnsearch.search.launch import Views
+    from tvnsearch.search.progress import Tally
 
 
 def add_run_parsers(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +66,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return True
 
     try:
-        search = partial(run_search, run_dir, source=args.recipe)
+        search = partial(run_search, run_dir, source=args.recipe, views=_views())
         return _finish(run_dir, search, discard=discard)
     except BaseException:
         discard()
@@ -73,7 +77,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from tvnsearch.search.launch import run_search
 
     print(f"resuming: {args.run}", flush=True)
-    return _finish(Path(args.run), lambda: run_search(args.run, address=args.address))
+    search = partial(run_search, args.run, address=args.address, views=_views())
+    return _finish(Path(args.run), search)
+
+
+def _views() -> Views:
+    """What keeps a run's journal and report while it searches."""
+    from tvnsearch.inspect.live import live_views
+
+    return live_views
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -98,7 +110,7 @@ def _finish(
     by a failure that every later candidate would meet. ``discard`` removes a new run that
     ended before its first candidate was told."""
     try:
-        tally = search()
+        search()
     except SearchStopped as exc:
         if signalled() is None:
             print(f"\nsearch stopped: {exc}; {_go_on(run_dir, discard)}", file=sys.stderr)
@@ -108,13 +120,21 @@ def _finish(
         if signalled() is None:
             raise
         return _stopped_by_signal(run_dir, discard)
-    status = run_status(run_dir)
-    print(f"{counts_line(status)}; {status['evolved']} evolved from a tournament's winner")
-    if tally.best_id is not None:
-        print(f"best: candidate {tally.best_id}, fitness {tally.best_fitness:.4f}")
+    from tvnsearch.inspect.report import REPORT_FILE
+
+    print(_summary(run_dir))
     print(f"results: {run_dir}/lineage (Parquet, one row per candidate)")
-    print(f"summary: tvnsearch status {run_dir}")
+    print(f"report:  {run_dir / REPORT_FILE} (open it in a browser)")
+    print(f"live:    tvnsearch dashboard {run_dir}")
     return 0
+
+
+def _summary(run_dir: Path) -> str:
+    from tvnsearch.inspect.summary import summarize, summary_table
+    from tvnsearch.search.lineage import read_lineage
+    from tvnsearch.search.runs import load_run
+
+    return summary_table(summarize(read_lineage(run_dir), load_run(run_dir)))
 
 
 def _stopped_by_signal(run_dir: Path, discard: Callable[[], bool] | None) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from tvnsearch.inspect.pareto import (
 )
 from tvnsearch.measure.constraints import Constraints
 from tvnsearch.status import Status
+
+if TYPE_CHECKING:
+    from tvnsearch.search.recipe import RunConfig
 
 RUNTIMES = ("cpu_ms", "gpu_ms")  # the columns a default front is measured against, in order
 MILESTONES = (0.25, 0.5, 0.75)  # shares of the candidates told at which ``status`` reports it
@@ -146,11 +149,15 @@ def hypervolume(frame: pd.DataFrame, reference: Reference) -> float:
 
 
 def run_reference(run_dir: str | Path, frame: pd.DataFrame) -> Reference:
-    """The reference of a run: its strategy's objectives when it names 2 or 3 that a front can
-    be drawn over (else ``default_objectives``), and its constraints as limits."""
+    """The reference of the run in ``run_dir`` (``config_reference``)."""
     from tvnsearch.search.runs import load_run
 
-    config = load_run(run_dir)
+    return config_reference(load_run(run_dir), frame)
+
+
+def config_reference(config: RunConfig, frame: pd.DataFrame) -> Reference:
+    """The reference of a run: its strategy's objectives when it names 2 or 3 that a front can
+    be drawn over (else ``default_objectives``), and its constraints as limits."""
     names = [str(pair[0]) for pair in config.search.options.get("objectives", ())]
     limits = limits_of(config.constraints)
     try:

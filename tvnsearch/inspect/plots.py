@@ -47,7 +47,13 @@ def write_pareto_plot(frame: pd.DataFrame, objectives: Sequence[str], path: str 
     front_ids = set(pareto_front(frame, objectives)["candidate_id"].tolist())
     on_front = rows["candidate_id"].isin(front_ids).to_numpy(dtype=bool)
     writer = _pareto_png if _suffix(path) == ".png" else pareto_html
-    writer(rows, on_front, tuple(objectives), Path(path), _title(frame, rows, on_front, objectives))
+    writer(
+        rows,
+        on_front,
+        tuple(objectives),
+        Path(path),
+        pareto_title(frame, rows, on_front, objectives),
+    )
     return Path(path)
 
 
@@ -77,7 +83,7 @@ def _run_name(frame: pd.DataFrame) -> str:
     return str(names[0]) if len(names) == 1 else "run"
 
 
-def _title(
+def pareto_title(
     frame: pd.DataFrame, rows: pd.DataFrame, on_front: np.ndarray, objectives: Sequence[str]
 ) -> str:
     num_front, num_rows = int(on_front.sum()), len(rows)

@@ -1,5 +1,8 @@
 """The interactive HTML pages of ``tvnsearch.inspect.plots``: plotly, with plotly.js inlined so
 that a page opens without a network; hovering a point shows its candidate, genome and measurements.
+
+Each page's figure is built apart from its writing (``pareto_figure``, ``progress_figure``), so
+that the run's report (``tvnsearch.inspect.report``) composes the same figures in one page.
 """
 
 from __future__ import annotations
@@ -7,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,10 +28,32 @@ from tvnsearch.inspect.figures import (
     maximised,
 )
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 
 def pareto_html(
     rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...], path: Path, title: str
 ) -> None:
+    write_page(pareto_figure(rows, on_front, objectives, title), path)
+
+
+def progress_html(
+    progress: pd.DataFrame, path: Path, title: str, fitness: str, volume: str
+) -> None:
+    write_page(progress_figure(progress, title, fitness, volume), path)
+
+
+def write_page(fig: go.Figure, path: Path) -> None:
+    """One figure as a whole page, plotly.js inlined."""
+    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def pareto_figure(
+    rows: pd.DataFrame, on_front: np.ndarray, objectives: tuple[str, ...], title: str
+) -> go.Figure:
+    """The trained ``rows`` over 2 or 3 objectives (x, y, colour), ``on_front`` highlighted, each
+    point hovered with its candidate (``hover_text``)."""
     import plotly.graph_objects as go
 
     texts = np.array([hover_text(row) for _, row in rows.iterrows()], dtype=object)
@@ -52,7 +77,7 @@ def pareto_html(
             }
         fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": colour_bar})
     _layout(fig, rows, objectives, title)
-    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    return fig
 
 
 def _marker(
@@ -79,9 +104,9 @@ def _layout(fig: Any, rows: pd.DataFrame, objectives: Sequence[str], title: str)
     )
 
 
-def progress_html(
-    progress: pd.DataFrame, path: Path, title: str, fitness: str, volume: str
-) -> None:
+def progress_figure(progress: pd.DataFrame, title: str, fitness: str, volume: str) -> go.Figure:
+    """A ``progress_table`` drawn: each fitness and the best so far with the share rejected so far
+    (``fitness`` and ``volume`` title the axes), and the hypervolume so far below."""
     import plotly.graph_objects as go
 
     told = progress["told"]
@@ -110,4 +135,4 @@ def progress_html(
         template="plotly_white",
         legend={"orientation": "h", "y": -0.15},
     )
-    atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    return fig

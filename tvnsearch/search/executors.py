@@ -265,6 +265,16 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def driver_cores(placement: Placement) -> tuple[tuple[int, ...] | None, str | None]:
+    """The cores the driver's helpers may use on its own node (None: any), and where they
+    register to be paused while a profiler there measures (None: no profiler there)."""
+    reserved = placement.profiler_cores.get(_node_id())
+    if reserved is None:
+        return None, None
+    rest = tuple(sorted(set(usable_cores()) - set(reserved)))
+    return rest or None, placement.neighbours
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where training may run: never on a profiler's cores of that profiler's node."""

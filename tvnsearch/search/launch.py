@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -36,6 +38,7 @@ from tvnsearch.search.executors import (
     Slot,
     cache_videos,
     check_placeable,
+    driver_cores,
     start_profiler,
 )
 from tvnsearch.search.lease import Lease
@@ -66,6 +69,11 @@ from tvnsearch.search.runs import (
 from tvnsearch.search.strategies import Strategy
 from tvnsearch.search.worker import Evaluator, Task, evaluate, prepared_data, task_of
 from tvnsearch.train.weights import load_run_weights, save_run_weights
+
+# What keeps a run's views while its search runs, from the lineage on disk (the command line's:
+# ``tvnsearch.inspect.live.live_views``): called with the run folder, the cores it may use on
+# the driver's node (None: any) and where it registers to be paused while a profiler measures.
+Views = Callable[[Path, Sequence[int] | None, Path | None], AbstractContextManager[object]]
 
 
 def _placement(
@@ -111,11 +119,13 @@ def run_search(
     evaluator: Evaluator = evaluate,
     stream: TextIO | None = None,
     source: str | None = None,
+    views: Views | None = None,
 ) -> Tally:
     """Run (or resume) the search of ``run_dir`` until its budget is told or it has trained the
     candidates it wants; ``SearchStopped`` when a failure would repeat for every candidate,
     ``RunLeased`` when another driver holds the run. ``source``: what a bad setting's error
-    names (the run's recipe; ``search`` names the user's)."""
+    names (the run's recipe; ``search`` names the user's). ``views``: what keeps the run's live
+    views while it searches (none by default)."""
     run_dir = Path(run_dir)
     overrides = [f"resources.address={json.dumps(address)}"] if address else []
     config = load_run(run_dir, overrides)
@@ -143,6 +153,7 @@ def run_search(
             stream=stream,
             source=source,
             damaged=damaged,
+            views=views,
         )
 
 
@@ -167,6 +178,7 @@ def _search(
     stream: TextIO | None = None,
     source: str,
     damaged: list[Damaged],
+    views: Views | None = None,
 ) -> Tally:
     d = config.data
     dataset = load_dataset(d.path, val_fraction=d.val_fraction, seed=d.split_seed)  # not decoded
@@ -196,16 +208,17 @@ def _search(
         )
         strategy.feasible = gate.passes_bounds  # before replay: it asks what the run asked
         _replay(strategy, records, source=str(run_dir / "lineage"))
-        executor = RayExecutor(
-            evaluator,
-            task,
-            _placement(config, profilers, neighbours),
-            max_retries=r.max_retries,
-        )
+        placement = _placement(config, profilers, neighbours)
+        executor = RayExecutor(evaluator, task, placement, max_retries=r.max_retries)
         _quarantine(run_dir, damaged)  # the search goes on: the lineage is to be written
-        with LineageWriter(
-            run_dir, token=lease.token, guard=lease.check, flush_seconds=FLUSH_SECONDS
-        ) as writer:
+        cores, pause = driver_cores(placement)
+        watched = views(run_dir, cores, pause and Path(pause)) if views else nullcontext()
+        with (
+            watched,
+            LineageWriter(
+                run_dir, token=lease.token, guard=lease.check, flush_seconds=FLUSH_SECONDS
+            ) as writer,
+        ):
             engine = Engine(
                 strategy,
                 gate,

@@ -295,28 +295,53 @@ def scan_lineage(run_dir: str | Path) -> tuple[pd.DataFrame, list[Damaged]]:
         for path in sorted(folder.iterdir() if folder.is_dir() else [])
         if path not in parts and not path.name.startswith(".")
     ]
-    tables, seen = [], set()
-    for _, _, path in sorted(_parts(folder)):
-        table, why = _read_part(path)
-        if table is None:
-            damaged.append(Damaged(path, f"{why}; left out", whole=True))
-            continue
+    frame, left_out = LineageTail(run_dir).read()
+    return frame, damaged + left_out
+
+
+class LineageTail:
+    """A run's lineage read part by part as parts land, each part once, by the rules of
+    ``scan_lineage`` (unreadable parts and repeated candidate ids left out): for a reader that
+    follows a running search, such as the run's live views (``tvnsearch.inspect.live``)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.folder = Path(run_dir) / "lineage"
+        self._read: set[Path] = set()
+        self._seen: set[int] = set()  # candidate ids told so far
+
+    def read(self) -> tuple[pd.DataFrame, list[Damaged]]:
+        """The rows of the parts that landed since the last call, in the order told (the first
+        call: every row), and what was left out of them."""
+        tables, damaged = [], []
+        for _, _, path in sorted(_parts(self.folder)):
+            if path in self._read:
+                continue
+            self._read.add(path)
+            table, why = _read_part(path)
+            if table is None:
+                damaged.append(Damaged(path, f"{why}; left out", whole=True))
+                continue
+            table, repeats = self._new_rows(path, table)
+            damaged += repeats
+            tables.append(table)
+        table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        return table.to_pandas(types_mapper=_PANDAS_TYPES.get), damaged
+
+    def _new_rows(self, path: Path, table: pa.Table) -> tuple[pa.Table, list[Damaged]]:
         ids = table.column("candidate_id").to_pylist()
-        repeated = [i for i in ids if i in seen]
-        if repeated:
-            keep = pa.array([i not in seen for i in ids])
-            table = table.filter(keep)
-            whole = len(repeated) == len(ids)
-            what = "every row" if whole else f"{len(repeated)} of {len(ids)} rows"
-            why = (
-                f"{what} repeat{'s' if whole else ''} candidates told in an earlier part "
-                f"(ids {_span(repeated)}); left out"
-            )
-            damaged.append(Damaged(path, why, whole=whole))
-        seen.update(ids)
-        tables.append(table)
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    return table.to_pandas(types_mapper=_PANDAS_TYPES.get), damaged
+        keep = [i not in self._seen for i in ids]
+        repeated = [i for i, new in zip(ids, keep, strict=True) if not new]
+        self._seen.update(ids)
+        if not repeated:
+            return table, []
+        table = table.filter(pa.array(keep))
+        whole = len(repeated) == len(ids)
+        what = "every row" if whole else f"{len(repeated)} of {len(ids)} rows"
+        why = (
+            f"{what} repeat{'s' if whole else ''} candidates told in an earlier part "
+            f"(ids {_span(repeated)}); left out"
+        )
+        return table, [Damaged(path, why, whole=whole)]
 
 
 def _read_part(path: Path) -> tuple[pa.Table | None, str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import ClassVar
 
 import optuna
@@ -66,6 +67,15 @@ def distribution(domain: Domain) -> BaseDistribution:
     return IntDistribution(domain.low, top, step=domain.step)
 
 
+def trial_state(status: Status | str, fitness: float | None) -> TrialState:
+    """A candidate's fate as an Optuna trial state: complete with a fitness (trained, or a
+    duplicate of a trained network), failed, or pruned (rejected, or a duplicate of a rejected
+    network: stopped before training by a rule)."""
+    if fitness is not None:
+        return TrialState.COMPLETE
+    return TrialState.FAIL if status == Status.FAILED else TrialState.PRUNED
+
+
 def genome_from_trial(space: SearchSpace, trial: BaseTrial) -> Genome:
     """The genome a trial describes, asking its parameters in order (see the module doc)."""
     num_blocks = _suggest(trial, "num_blocks", space.genome["num_blocks"])
@@ -79,14 +89,37 @@ def genome_from_trial(space: SearchSpace, trial: BaseTrial) -> Genome:
 
 def params_of(space: SearchSpace, genome: Genome) -> dict[str, Value]:
     """The parameters that describe ``genome``: the inverse of ``genome_from_trial``."""
+    return trial_params(space, genome)[0]
+
+
+def trial_params(
+    space: SearchSpace, genome: Genome
+) -> tuple[dict[str, Value], dict[str, BaseDistribution]]:
+    """The parameters that describe ``genome`` and their distributions, as a trial of this
+    space records them (``params_of``; the run's journal, ``tvnsearch.inspect.journal``)."""
     params: dict[str, Value] = {}
-    _encode(params, "num_blocks", space.genome["num_blocks"], len(genome.blocks))
+    distributions: dict[str, BaseDistribution] = {}
+    for name, domain, value in _genes(space, genome):
+        if _is_fixed(domain):
+            continue
+        if _has_off(domain):
+            on = not (value == domain.off and type(value) is type(domain.off))
+            params[f"{name}.on"] = on
+            distributions[f"{name}.on"] = CategoricalDistribution((False, True))
+            if not on:
+                continue
+        params[name], distributions[name] = value, distribution(domain)
+    return params, distributions
+
+
+def _genes(space: SearchSpace, genome: Genome) -> Iterator[tuple[str, Domain, Value]]:
+    """Each parameter's name, domain and value, in the order ``genome_from_trial`` asks them."""
+    yield "num_blocks", space.genome["num_blocks"], len(genome.blocks)
     for name in GENOME_FIELDS:
-        _encode(params, name, space.genome[name], getattr(genome, name))
+        yield name, space.genome[name], getattr(genome, name)
     for i, block in enumerate(genome.blocks):
         for gene in BLOCK_FIELDS:
-            _encode(params, f"b{i}.{gene}", space.block[gene], getattr(block, gene))
-    return params
+            yield f"b{i}.{gene}", space.block[gene], getattr(block, gene)
 
 
 def _suggest(trial: BaseTrial, name: str, domain: Domain) -> Value:
@@ -101,16 +134,6 @@ def _suggest(trial: BaseTrial, name: str, domain: Domain) -> Value:
         return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
     value = trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
     return domain.low + domain.step * round((value - domain.low) / domain.step)
-
-
-def _encode(params: dict[str, Value], name: str, domain: Domain, value: Value) -> None:
-    if _is_fixed(domain):
-        return
-    if _has_off(domain):
-        params[f"{name}.on"] = not (value == domain.off and type(value) is type(domain.off))
-        if not params[f"{name}.on"]:
-            return
-    params[name] = value
 
 
 def _is_fixed(domain: Domain) -> bool:
@@ -173,12 +196,11 @@ class OptunaStrategy(Strategy):
 
     def _learn(self, candidate: Candidate, result: Result) -> None:
         trial = self._trials.pop(candidate.candidate_id)
-        if result.fitness is not None:
+        state = trial_state(result.status, result.fitness)
+        if state == TrialState.COMPLETE:
             self._study.tell(trial, [result.value(n) for n, _ in self.objectives])
-        elif result.status == Status.FAILED:
-            self._study.tell(trial, state=TrialState.FAIL)
-        else:  # rejected, or a duplicate of a rejected genome
-            self._study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self._study.tell(trial, state=state)
 
     def _recorded(self, record: Record) -> Candidate:
         recorded = super()._recorded(record)

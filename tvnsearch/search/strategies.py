@@ -121,6 +121,8 @@ class Strategy(ABC):
     # Whether it can be told candidates stopped early by multi-fidelity training
     # (``tvnsearch.train.fidelity``) beside candidates trained in full, and rank them apart.
     multi_fidelity: ClassVar[bool] = False
+    # What it optimises: lineage columns with their directions (several: a Pareto front).
+    objectives: Objectives = (("fitness", "maximize"),)
 
     def __init__(self, space: SearchSpace, *, seed: int) -> None:
         self.space = space
