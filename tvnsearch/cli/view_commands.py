@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tvnsearch.cli.arguments import integer
 from tvnsearch.errors import InputError, Problem
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only, unless told otherwise
@@ -28,7 +29,10 @@ def add_view_parsers(sub: argparse._SubParsersAction) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to listen on ({DEFAULT_HOST}: this machine)"
     )
     dashboard.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"({DEFAULT_PORT}; 0: any free port)"
+        "--port",
+        type=integer(0, 65535),
+        default=DEFAULT_PORT,
+        help=f"({DEFAULT_PORT}; 0: any free port)",
     )
     dashboard.set_defaults(handler=cmd_dashboard)
     report = sub.add_parser("report", help="write a run's HTML report (and its Optuna journal)")
@@ -57,8 +61,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from tvnsearch.inspect.journal import JOURNAL_FILE
 
-    if not 0 <= args.port <= 65535:
-        raise InputError("command line", [Problem("--port", f"must be 0-65535: {args.port}")])
     run = Path(args.run)
     journal = run / JOURNAL_FILE
     if _refreshed(run) is None and not journal.is_file():
