@@ -212,7 +212,8 @@ def _search(
         executor = RayExecutor(evaluator, task, placement, max_retries=r.max_retries)
         _quarantine(run_dir, damaged)  # the search goes on: the lineage is to be written
         cores, pause = driver_cores(placement)
-        watched = views(run_dir, cores, pause and Path(pause)) if views else nullcontext()
+        pause_folder = Path(pause) if pause else None
+        watched = views(run_dir, cores, pause_folder) if views else nullcontext()
         with (
             watched,
             LineageWriter(
