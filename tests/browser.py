@@ -25,40 +25,36 @@ FLAGS = (
 
 def dom(url: str, *, wait_ms: int = 3000) -> str:
     """The page's DOM after ``wait_ms`` of its (virtual) time: what its scripts made of it."""
-    assert CHROMIUM is not None, "no chromium installed"
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={wait_ms}",
-             "--dump-dom", url],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )  # fmt: skip
-    return done.stdout
+    return _chromium(url, "--dump-dom", wait_ms=wait_ms)
 
 
 def screenshot(
     url: str, path: Path, *, width: int = 1400, height: int = 1000, wait_ms: int = 8000
 ) -> Path:
     """``url`` drawn into the PNG at ``path``, after ``wait_ms`` of the page's (virtual) time."""
+    _chromium(url, f"--screenshot={path}", f"--window-size={width},{height}", wait_ms=wait_ms)
+    return path
+
+
+def _chromium(url: str, *flags: str, wait_ms: int) -> str:
+    """Chromium run headless on ``url`` with ``flags`` in a profile of its own; its stdout."""
     assert CHROMIUM is not None, "no chromium installed"
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
+        done = subprocess.run(
             [
                 CHROMIUM,
                 *FLAGS,
                 f"--user-data-dir={profile}",
-                f"--screenshot={path}",
-                f"--window-size={width},{height}",
                 f"--virtual-time-budget={wait_ms}",
+                *flags,
                 url,
             ],
             check=True,
             capture_output=True,
-            timeout=120,
+            text=True,
+            timeout=300,
         )
-    return path
+    return done.stdout
 
 
 def drawn_on(path: Path) -> float:

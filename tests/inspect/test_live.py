@@ -65,7 +65,11 @@ def test_the_child_follows_parts_as_they_land_and_ends_with_the_search(run_dir, 
 
 @pytest.mark.parametrize(
     ("error", "said"),
-    [(KeyboardInterrupt(), "interrupted"), (SearchStopped("the profiler died"), "stopped: the")],
+    [
+        (KeyboardInterrupt(), "interrupted"),
+        (SearchStopped("the profiler died"), "stopped: the profiler died"),
+        (OSError("No space left\non device"), "stopped by an error: OSError: No space left;"),
+    ],
 )
 def test_a_search_that_stops_says_why_in_the_last_report(run_dir, tiny_space, error, said):
     with pytest.raises(type(error)), live_views(run_dir), LineageWriter(run_dir) as writer:

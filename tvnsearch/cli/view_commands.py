@@ -11,10 +11,13 @@ import argparse
 import contextlib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tvnsearch.cli.arguments import integer
 from tvnsearch.errors import InputError, Problem
+
+if TYPE_CHECKING:
+    from tvnsearch.inspect.live import Views
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only, unless told otherwise
 DEFAULT_PORT = 8080
@@ -90,7 +93,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refreshed(run: Path) -> object | None:
+def _refreshed(run: Path) -> Views | None:
     """The run's views brought up to date from its lineage, under its lease; None when a
     driver holds the run (it keeps them itself)."""
     from tvnsearch.inspect.live import refresh_views

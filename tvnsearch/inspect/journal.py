@@ -46,9 +46,17 @@ from tvnsearch.search.runs import RECIPE_FILE, new_strategy
 from tvnsearch.search.strategies import Objectives
 
 JOURNAL_FILE = "optuna-journal.log"
-# Lineage columns that are not user attributes: the trial's parameters, times and steps.
-_NOT_ATTRIBUTES = {"genome_json", "run_id", "seed", "num_asked_at_tell", "asked_at", "finished_at"}
-_NOT_ATTRIBUTES |= {"rungs"}
+# Lineage columns that are not user attributes: the trial's parameters (the genome), its times
+# and its intermediate values (the rungs), and what only a replay reads.
+_NOT_ATTRIBUTES = {
+    "genome_json",
+    "asked_at",
+    "finished_at",
+    "rungs",
+    "run_id",
+    "seed",
+    "num_asked_at_tell",
+}
 _ATTRIBUTES = tuple(f.name for f in fields(LineageRecord) if f.name not in _NOT_ATTRIBUTES)
 
 

@@ -39,7 +39,7 @@ from typing import TextIO
 
 import pandas as pd
 
-from tvnsearch.errors import Notice, SearchStopped
+from tvnsearch.errors import Notice, SearchStopped, describe_error
 from tvnsearch.inspect.journal import JOURNAL_FILE, Journal, run_study, sync_journal
 from tvnsearch.inspect.report import REPORT_FILE, write_report
 from tvnsearch.measure.affinity import pin_process
@@ -94,8 +94,7 @@ def _why_stopped(exc: BaseException) -> str:
         return f"stopped: {exc}"
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"stopped by an error: {type(exc).__name__}" + (f": {first}" if first else "")
+    return f"stopped by an error: {describe_error(exc)}"
 
 
 def _end(child: subprocess.Popen, note: str, log: Path) -> None:

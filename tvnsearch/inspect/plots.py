@@ -43,18 +43,21 @@ MAX_LABELS = 40  # front points named in a PNG; more would overlap into a smudge
 def write_pareto_plot(frame: pd.DataFrame, objectives: Sequence[str], path: str | Path) -> Path:
     """Plot every trained candidate over 2 or 3 objectives (x, y, colour) with the front
     highlighted; a ``.png`` or a self-contained ``.html`` by the suffix of ``path``."""
+    writer = _pareto_png if _suffix(path) == ".png" else pareto_html
+    rows, on_front, title = pareto_inputs(frame, objectives)
+    writer(rows, on_front, tuple(objectives), Path(path), title)
+    return Path(path)
+
+
+def pareto_inputs(
+    frame: pd.DataFrame, objectives: Sequence[str]
+) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """What a Pareto plot draws (in a page, a PNG or the run's report): the trained rows with
+    every objective, which of them are on the front, and the title."""
     rows = candidates(frame, objectives).reset_index(drop=True)
     front_ids = set(pareto_front(frame, objectives)["candidate_id"].tolist())
     on_front = rows["candidate_id"].isin(front_ids).to_numpy(dtype=bool)
-    writer = _pareto_png if _suffix(path) == ".png" else pareto_html
-    writer(
-        rows,
-        on_front,
-        tuple(objectives),
-        Path(path),
-        pareto_title(frame, rows, on_front, objectives),
-    )
-    return Path(path)
+    return rows, on_front, _title(frame, rows, on_front, objectives)
 
 
 def write_progress_plot(
@@ -62,13 +65,21 @@ def write_progress_plot(
 ) -> Path:
     """Plot the best fitness so far and the share rejected so far against candidates told, and
     below them the hypervolume of the front so far (``progress_table``)."""
-    reference = reference or reference_for(frame)
-    progress = progress_table(frame, reference)
     writer = _progress_png if _suffix(path) == ".png" else progress_html
+    progress, title, fitness, volume = progress_inputs(frame, reference)
+    writer(progress, Path(path), title, fitness, volume)
+    return Path(path)
+
+
+def progress_inputs(
+    frame: pd.DataFrame, reference: Reference | None = None
+) -> tuple[pd.DataFrame, str, str, str]:
+    """What a progress plot draws: the ``progress_table`` over ``reference`` (default:
+    ``reference_for(frame)``), the title, the fitness axis's title and the hypervolume's."""
+    reference = reference or reference_for(frame)
     title = f"{_run_name(frame)}: progress of the search"
     volume = f"hypervolume over {describe_reference(reference)}"
-    writer(progress, Path(path), title, axis_label("fitness", frame), volume)
-    return Path(path)
+    return progress_table(frame, reference), title, axis_label("fitness", frame), volume
 
 
 def _suffix(path: str | Path) -> str:
@@ -83,7 +94,7 @@ def _run_name(frame: pd.DataFrame) -> str:
     return str(names[0]) if len(names) == 1 else "run"
 
 
-def pareto_title(
+def _title(
     frame: pd.DataFrame, rows: pd.DataFrame, on_front: np.ndarray, objectives: Sequence[str]
 ) -> str:
     num_front, num_rows = int(on_front.sum()), len(rows)

@@ -23,11 +23,10 @@ import numpy as np
 import pandas as pd
 
 from tvnsearch.files import atomic_write_text
-from tvnsearch.inspect.figures import DEVICE_COLUMNS, axis_label, number, progress_table
-from tvnsearch.inspect.hypervolume import describe_reference, in_told_order
+from tvnsearch.inspect.figures import DEVICE_COLUMNS, number
+from tvnsearch.inspect.hypervolume import in_told_order
 from tvnsearch.inspect.lineage_tree import ANCESTRY_SCRIPT, STATUS_COLOURS, lineage_figure
-from tvnsearch.inspect.pareto import candidates, pareto_front
-from tvnsearch.inspect.plots import pareto_title
+from tvnsearch.inspect.plots import pareto_inputs, progress_inputs
 from tvnsearch.inspect.plots_html import pareto_figure, progress_figure
 from tvnsearch.inspect.summary import (
     RunSummary,
@@ -134,23 +133,18 @@ def _header(summary: RunSummary, state: str) -> str:
 
 
 def _progress(frame: pd.DataFrame, summary: RunSummary) -> str:
-    progress = progress_table(frame, summary.reference)
-    title = f"{summary.run}: progress of the search"
-    volume = f"hypervolume over {describe_reference(summary.reference)}"
-    fig = progress_figure(progress, title, axis_label("fitness", frame), volume)
+    fig = progress_figure(*progress_inputs(frame, summary.reference))
     return f'<h2 id="progress">Progress</h2>\n{_embed(fig, height=620)}'
 
 
 def _pareto(frame: pd.DataFrame, summary: RunSummary) -> str:
     objectives = summary.objectives[::-1]  # fitness up, as in the other figures
-    rows = candidates(frame, objectives).reset_index(drop=True)
+    rows, on_front, title = pareto_inputs(frame, objectives)
     if rows.empty:
         over = " x ".join(summary.objectives)
         why = f"Nothing is trained yet over {over}."
         return f'<h2 id="pareto">Pareto front</h2>\n<p class="note">{why}</p>'
-    front_ids = pareto_front(frame, objectives)["candidate_id"]
-    on_front = rows["candidate_id"].isin(front_ids).to_numpy(dtype=bool)
-    fig = pareto_figure(rows, on_front, objectives, pareto_title(frame, rows, on_front, objectives))
+    fig = pareto_figure(rows, on_front, objectives, title)
     return f'<h2 id="pareto">Pareto front</h2>\n{_embed(fig, height=620)}'
 
 

@@ -20,9 +20,9 @@ from tvnsearch.inspect.figures import number
 from tvnsearch.inspect.hypervolume import RUNTIMES, Reference, config_reference
 from tvnsearch.inspect.pareto import pareto_front
 from tvnsearch.search.lineage import best
-from tvnsearch.search.progress import MIN_RATE_SECONDS, counts_line
+from tvnsearch.search.progress import counts_line
 from tvnsearch.search.recipe import RunConfig
-from tvnsearch.search.runs import tally_of
+from tvnsearch.search.runs import pace, tally_of
 from tvnsearch.status import FINAL, Status
 
 MAX_WIDTH = 100  # columns of a terminal's summary; a long mutation is cut to fit
@@ -69,7 +69,7 @@ def summarize(frame: pd.DataFrame, config: RunConfig, *, top: int = 5) -> RunSum
     tally = tally_of(frame, config.search)
     reference = config_reference(config, frame)  # the front `tvnsearch status` measures
     copies = frame["status"].eq(str(Status.DUPLICATE)).fillna(False).to_numpy(dtype=bool)
-    wall = _wall_seconds(frame)
+    wall, per_hour = pace(frame)
     return RunSummary(
         run=_run_name(frame, config),
         strategy=config.search.strategy,
@@ -83,7 +83,7 @@ def summarize(frame: pd.DataFrame, config: RunConfig, *, top: int = 5) -> RunSum
         measure_seconds=_total(frame.loc[~copies, "profile_seconds"]),
         train_seconds=_total(frame.loc[~copies, "train_seconds"]),
         wall_seconds=wall,
-        per_hour=3600.0 * len(frame) / wall if len(frame) and wall >= MIN_RATE_SECONDS else None,
+        per_hour=per_hour,
     )
 
 
@@ -94,12 +94,6 @@ def _run_name(frame: pd.DataFrame, config: RunConfig) -> str:
 
 def _total(seconds: pd.Series) -> float:
     return float(seconds.to_numpy(dtype=np.float64, na_value=0.0).sum())
-
-
-def _wall_seconds(frame: pd.DataFrame) -> float:
-    if frame.empty:
-        return 0.0
-    return max((frame["finished_at"].max() - frame["asked_at"].min()).total_seconds(), 0.0)
 
 
 def headline(summary: RunSummary) -> str:

@@ -36,7 +36,7 @@ from tvnsearch.measure.affinity import usable_cores
 from tvnsearch.measure.constraints import TIME_LIMITS
 from tvnsearch.search.lease import is_stale, read_holder
 from tvnsearch.search.lineage import best, read_lineage
-from tvnsearch.search.progress import Tally, counts_line
+from tvnsearch.search.progress import MIN_RATE_SECONDS, Tally, counts_line
 from tvnsearch.search.recipe import RunConfig, SearchSection, load_recipe, recipe_toml
 from tvnsearch.search.strategies import STRATEGIES, Strategy, make_strategy, strategy_class
 from tvnsearch.status import FINAL, Status
@@ -212,6 +212,15 @@ def tally_of(frame: pd.DataFrame, search: SearchSection) -> Tally:
     return tally
 
 
+def pace(frame: pd.DataFrame) -> tuple[float, float | None]:
+    """The seconds from a lineage's first ask to its last tell, and candidates told per hour of
+    them (None within ``MIN_RATE_SECONDS``: the first rejections come in milliseconds)."""
+    if frame.empty:
+        return 0.0, None
+    seconds = max((frame["finished_at"].max() - frame["asked_at"].min()).total_seconds(), 0.0)
+    return seconds, 3600.0 * len(frame) / seconds if seconds >= MIN_RATE_SECONDS else None
+
+
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """Where a run stands: counts by status, the best so far, its pace."""
     config = load_run(run_dir)
@@ -237,9 +246,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "genome_id": str(row["genome_id"]),
             "fitness": tally.best_fitness,
         }
-    if len(frame):
-        hours = (frame["finished_at"].max() - frame["asked_at"].min()).total_seconds() / 3600
-        status["candidates_per_hour"] = len(frame) / hours if hours > 0 else None
+    status["candidates_per_hour"] = pace(frame)[1]
     if config.train.rungs > 1:  # multi-fidelity: how far the trained candidates went
         trained = frame[frame["status"] == str(Status.TRAINED)]["iterations"].dropna()
         reached = trained.astype(int).value_counts().sort_index()
